@@ -1,0 +1,8 @@
+//! Engines: the Postgres sessions that actually run SQL. Every kind hands the
+//! gateway an [`EngineSession`], a protocol stream on which startup is already
+//! done, so the multiplexer treats all kinds alike.
+
+pub mod embedded;
+mod session;
+
+pub use session::EngineSession;

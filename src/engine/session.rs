@@ -1,0 +1,211 @@
+//! One engine session: a Postgres protocol stream after startup, with its read
+//! buffer and the transaction status of its last `ReadyForQuery`.
+
+use std::io;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::protocol::frame::{self, Reader};
+
+/// Backend messages are trusted more than client ones, but a length beyond this
+/// still means the stream is corrupt.
+const MAX_BACKEND_MESSAGE_LEN: usize = 1 << 30;
+
+pub struct EngineSession {
+    /// What the engine sends; a separate field so that reading and writing can
+    /// wait at the same time.
+    pub input: EngineInput,
+    pub output: Box<dyn AsyncWrite + Send + Unpin>,
+    /// The `ParameterStatus` values the engine reported at startup.
+    pub parameters: Vec<(String, String)>,
+}
+
+pub struct EngineInput {
+    reader: Box<dyn AsyncRead + Send + Unpin>,
+    inbuf: BytesMut,
+    /// `I`, `T` or `E` from the last `ReadyForQuery`.
+    pub status: u8,
+}
+
+impl EngineSession {
+    /// Performs startup as `user` on `database` over a fresh stream to an engine
+    /// that trusts the gateway, and collects the reported parameters.
+    pub async fn start(
+        reader: Box<dyn AsyncRead + Send + Unpin>,
+        writer: Box<dyn AsyncWrite + Send + Unpin>,
+        user: &str,
+        database: &str,
+    ) -> io::Result<Self> {
+        let mut session = Self {
+            input: EngineInput {
+                reader,
+                inbuf: BytesMut::with_capacity(64 * 1024),
+                status: b'I',
+            },
+            output: writer,
+            parameters: Vec::new(),
+        };
+        session
+            .output
+            .write_all(&startup_packet(user, database))
+            .await?;
+        loop {
+            let message = session.input.recv().await?;
+            match message[0] {
+                b'R' => {
+                    let code = Reader::new(frame::body(&message)).i32().map_err(invalid)?;
+                    if code != 0 {
+                        return Err(io::Error::other(format!(
+                            "engine asked for authentication method {code}; only trust is supported"
+                        )));
+                    }
+                }
+                b'S' => {
+                    let mut reader = Reader::new(frame::body(&message));
+                    let name = reader.cstr().map_err(invalid)?;
+                    let value = reader.cstr().map_err(invalid)?;
+                    session.parameters.push((
+                        String::from_utf8_lossy(name).into_owned(),
+                        String::from_utf8_lossy(value).into_owned(),
+                    ));
+                }
+                b'E' => {
+                    return Err(io::Error::other(format!(
+                        "engine refused startup: {}",
+                        error_message(&message)
+                    )));
+                }
+                b'Z' => return Ok(session),
+                _ => {}
+            }
+        }
+    }
+
+    /// Writes `bytes` to the engine.
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.output.write_all(bytes).await
+    }
+
+    /// `I`, `T` or `E` from the engine's last `ReadyForQuery`.
+    pub fn status(&self) -> u8 {
+        self.input.status
+    }
+
+    /// Sends `bytes`, which must end with `expected_ready` Query/Sync messages,
+    /// and discards everything up to their last `ReadyForQuery`. Used for the
+    /// gateway's own housekeeping, never for client work.
+    pub async fn run_discarding(&mut self, bytes: &[u8], expected_ready: usize) -> io::Result<()> {
+        self.send(bytes).await?;
+        self.input.discard_until_ready(expected_ready).await
+    }
+}
+
+impl EngineInput {
+    /// Reads more bytes from the engine into the buffer; cancel-safe.
+    pub async fn fill(&mut self) -> io::Result<()> {
+        let read = self.reader.read_buf(&mut self.inbuf).await?;
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "engine closed the connection",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The next whole message already buffered, if any. Tracks the status.
+    pub fn next_buffered(&mut self) -> io::Result<Option<BytesMut>> {
+        let message =
+            frame::split_message(&mut self.inbuf, MAX_BACKEND_MESSAGE_LEN).map_err(invalid)?;
+        if let Some(message) = &message
+            && message[0] == b'Z'
+            && message.len() == 6
+        {
+            self.status = message[5];
+        }
+        Ok(message)
+    }
+
+    /// Takes every whole message buffered so far, in one piece, calling
+    /// `on_message` with each message's tag. Tracks the status.
+    pub fn take_complete(&mut self, mut on_message: impl FnMut(u8)) -> io::Result<BytesMut> {
+        let mut end = 0;
+        while self.inbuf.len() >= end + 5 {
+            let tag = self.inbuf[end];
+            let len = i32::from_be_bytes([
+                self.inbuf[end + 1],
+                self.inbuf[end + 2],
+                self.inbuf[end + 3],
+                self.inbuf[end + 4],
+            ]);
+            if len < 4 || len as usize > MAX_BACKEND_MESSAGE_LEN {
+                return Err(invalid(format!("engine sent a message of length {len}")));
+            }
+            let total = len as usize + 1;
+            if self.inbuf.len() < end + total {
+                break;
+            }
+            if tag == b'Z' && len == 5 {
+                self.status = self.inbuf[end + 5];
+            }
+            on_message(tag);
+            end += total;
+        }
+        Ok(self.inbuf.split_to(end))
+    }
+
+    /// Waits for the next whole message.
+    pub async fn recv(&mut self) -> io::Result<BytesMut> {
+        loop {
+            if let Some(message) = self.next_buffered()? {
+                return Ok(message);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads and drops messages until `expected_ready` `ReadyForQuery` arrived.
+    pub async fn discard_until_ready(&mut self, expected_ready: usize) -> io::Result<()> {
+        let mut remaining = expected_ready;
+        while remaining > 0 {
+            if self.recv().await?[0] == b'Z' {
+                remaining -= 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(err: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, err.to_string())
+}
+
+fn startup_packet(user: &str, database: &str) -> Vec<u8> {
+    let mut body = 196608i32.to_be_bytes().to_vec();
+    for (name, value) in [("user", user), ("database", database)] {
+        body.extend_from_slice(name.as_bytes());
+        body.push(0);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// The `M` field of an `ErrorResponse`, for log lines.
+pub fn error_message(message: &[u8]) -> String {
+    let mut reader = Reader::new(frame::body(message));
+    while let Ok(field) = reader.byte() {
+        if field == 0 {
+            break;
+        }
+        let Ok(value) = reader.cstr() else { break };
+        if field == b'M' {
+            return String::from_utf8_lossy(value).into_owned();
+        }
+    }
+    "unknown error".to_string()
+}

@@ -1,0 +1,395 @@
+//! The life of a logged-in client: its messages go to the engine inside units of
+//! work under a lease, the engine's answers come back, and when the client
+//! leaves the engine session is cleaned up for the next one.
+//!
+//! While a client holds the lease, the loop waits on three things at once:
+//! more client messages, engine output, and room to write to the engine. Doing
+//! all three together keeps a pipelining client or a large COPY from
+//! deadlocking client, gateway and engine against each other's full buffers.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, error, warn};
+
+use crate::cancel::{CancelKey, CancelTarget};
+use crate::config::Config;
+use crate::database::Database;
+use crate::protocol::backend::ready_for_query;
+use crate::protocol::error::{PgError, sqlstate};
+use crate::protocol::frame;
+use crate::scheduler::Lease;
+use crate::session::cleanup;
+use crate::session::names::Namespace;
+use crate::session::unit::UnitOfWork;
+
+use super::transport::{ClientStream, send_error};
+
+/// Frontend message types a logged-in client may send.
+const FRONTEND_TAGS: &[u8] = b"QPBEDCHSXdcfF";
+/// Messages after which the embedded engine runs what it has buffered; a batch
+/// ending otherwise gets a `Flush` so that nothing waits for bytes to come.
+const ENGINE_BOUNDARIES: &[u8] = b"QSHdcf";
+/// A `Flush` message.
+const FLUSH: &[u8] = b"H\0\0\0\x04";
+/// Stop reading a client while this much of its input waits for the engine.
+const MAX_ENGINE_BACKLOG: usize = 1 << 20;
+/// Stop reading a client waiting for the lease once this many messages queue.
+const MAX_QUEUED_MESSAGES: usize = 4096;
+
+/// A logged-in client and what it may use.
+pub struct ClientContext {
+    pub key: CancelKey,
+    pub cancel: Arc<CancelTarget>,
+    pub user: String,
+    pub database: Arc<Database>,
+    pub config: Arc<Config>,
+    pub _permit: OwnedSemaphorePermit,
+}
+
+/// Why a client's session ended.
+enum End {
+    /// The client said goodbye or closed its socket.
+    Left,
+    /// The client's connection failed.
+    ClientIo(io::Error),
+    /// The client gets this FATAL error.
+    Fatal(PgError),
+    /// The engine session failed.
+    Engine(io::Error),
+}
+
+struct Client {
+    ctx: ClientContext,
+    names: Namespace,
+    unit: UnitOfWork,
+    inbuf: BytesMut,
+    /// Whole messages read from the client and not yet forwarded.
+    pending: VecDeque<BytesMut>,
+    to_engine: BytesMut,
+    lease: Option<Lease>,
+    /// No more input will come from the client.
+    client_done: bool,
+    /// An error ended an unfinished extended-protocol sequence before it ran;
+    /// its messages are skipped up to its `Sync`, as PostgreSQL does.
+    skipping_to_sync: bool,
+}
+
+/// Serves a logged-in client until it leaves, then cleans up after it.
+pub async fn serve<S: ClientStream>(stream: &mut S, inbuf: BytesMut, ctx: ClientContext) {
+    let names = Namespace::new(ctx.key.process_id);
+    let mut client = Client {
+        ctx,
+        names,
+        unit: UnitOfWork::default(),
+        inbuf,
+        pending: VecDeque::new(),
+        to_engine: BytesMut::new(),
+        lease: None,
+        client_done: false,
+        skipping_to_sync: false,
+    };
+    let end = match client.run(stream).await {
+        Ok(()) => End::Left,
+        Err(end) => end,
+    };
+    let id = client.ctx.key.process_id;
+    match &end {
+        End::Left => {}
+        End::ClientIo(err) => debug!(client = id, "client connection failed: {err}"),
+        End::Fatal(err) => {
+            warn!(client = id, "disconnecting client: {err}");
+            let _ = send_error(stream, err).await;
+        }
+        End::Engine(err) => {
+            error!(
+                client = id,
+                "the engine session failed: {err}; clients of database \"{}\" get errors until pgshare is restarted",
+                client.ctx.database.name
+            );
+            let _ = send_error(stream, &engine_unavailable()).await;
+            if let Some(lease) = client.lease.as_mut() {
+                lease.session = None;
+            }
+            return;
+        }
+    }
+    client.clean_up().await;
+}
+
+fn engine_unavailable() -> PgError {
+    PgError::fatal(
+        sqlstate::CONNECTION_FAILURE,
+        "terminating connection because the database engine is not available",
+    )
+}
+
+impl Client {
+    async fn run<S: ClientStream>(&mut self, stream: &mut S) -> Result<(), End> {
+        loop {
+            if self.lease.is_none() {
+                if self.pending.is_empty() {
+                    if self.client_done {
+                        return Ok(());
+                    }
+                    let read = stream.read_buf(&mut self.inbuf).await;
+                    self.take_client_input(read)?;
+                    continue;
+                }
+                if self.skipping_to_sync {
+                    self.skip_to_sync(stream).await?;
+                    continue;
+                }
+                if self.pending[0][0] == b'X' {
+                    return Ok(());
+                }
+                match self.acquire(stream).await? {
+                    Some(lease) => self.lease = Some(lease),
+                    None => continue,
+                }
+            }
+            self.forward_pending()?;
+
+            let Some(lease) = self.lease.as_mut() else {
+                continue;
+            };
+            let Some(engine) = lease.session.as_mut() else {
+                return Err(End::Fatal(engine_unavailable()));
+            };
+            if self.to_engine.is_empty() && self.unit.answered() && engine.status() == b'I' {
+                self.lease = None;
+                continue;
+            }
+            if self.client_done && self.to_engine.is_empty() {
+                return Ok(());
+            }
+            let idle_limit = if self.to_engine.is_empty() && self.unit.answered() {
+                self.ctx.config.idle_in_transaction_timeout
+            } else {
+                None
+            };
+            tokio::select! {
+                read = stream.read_buf(&mut self.inbuf),
+                    if !self.client_done && self.to_engine.len() < MAX_ENGINE_BACKLOG =>
+                {
+                    take_input(
+                        read,
+                        &mut self.inbuf,
+                        &mut self.pending,
+                        &mut self.client_done,
+                        self.ctx.config.max_message_len,
+                    )?;
+                }
+                filled = engine.input.fill() => {
+                    filled.map_err(End::Engine)?;
+                    let unit = &mut self.unit;
+                    let output = engine
+                        .input
+                        .take_complete(|tag| unit.received(tag))
+                        .map_err(End::Engine)?;
+                    if !output.is_empty() {
+                        stream.write_all(&output).await.map_err(End::ClientIo)?;
+                        stream.flush().await.map_err(End::ClientIo)?;
+                    }
+                }
+                sent = engine.output.write_buf(&mut self.to_engine), if !self.to_engine.is_empty() => {
+                    sent.map_err(End::Engine)?;
+                }
+                _ = tokio::time::sleep(idle_limit.unwrap_or_default()), if idle_limit.is_some() => {
+                    return Err(End::Fatal(PgError::fatal(
+                        sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+                        "terminating connection due to idle-in-transaction timeout",
+                    ).with_hint("the engine is shared: a client may not hold it idle for longer than idle_in_transaction_timeout")));
+                }
+            }
+        }
+    }
+
+    fn take_client_input(&mut self, read: io::Result<usize>) -> Result<(), End> {
+        take_input(
+            read,
+            &mut self.inbuf,
+            &mut self.pending,
+            &mut self.client_done,
+            self.ctx.config.max_message_len,
+        )
+    }
+
+    /// Waits for the lease while still reading the client, so that a client
+    /// that disconnects leaves the queue at once. Returns `None` when the wait
+    /// ended without a lease (cancelled, timed out, or the client left).
+    async fn acquire<S: ClientStream>(&mut self, stream: &mut S) -> Result<Option<Lease>, End> {
+        let database = self.ctx.database.clone();
+        let limit = self.ctx.config.query_wait_timeout;
+        let cancel = self.ctx.cancel.clone();
+        let wait = cancel.cancellable(async {
+            match limit {
+                Some(limit) => tokio::time::timeout(limit, database.scheduler.lease())
+                    .await
+                    .ok(),
+                None => Some(database.scheduler.lease().await),
+            }
+        });
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                waited = &mut wait => {
+                    return match waited {
+                        Some(Some(lease)) => Ok(Some(lease)),
+                        Some(None) => {
+                            self.reject_unit(stream, PgError::error(
+                                sqlstate::QUERY_CANCELED,
+                                "canceling statement due to query_wait_timeout",
+                            ).with_hint("another client held the shared engine for longer than query_wait_timeout")).await?;
+                            Ok(None)
+                        }
+                        None => {
+                            self.reject_unit(stream, PgError::error(
+                                sqlstate::QUERY_CANCELED,
+                                "canceling statement due to user request",
+                            )).await?;
+                            Ok(None)
+                        }
+                    };
+                }
+                read = stream.read_buf(&mut self.inbuf),
+                    if !self.client_done && self.pending.len() < MAX_QUEUED_MESSAGES =>
+                {
+                    self.take_client_input(read)?;
+                    if self.client_done {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers the first unit of work waiting in `pending` with `err` without
+    /// running it, as PostgreSQL answers a statement that failed.
+    async fn reject_unit<S: ClientStream>(
+        &mut self,
+        stream: &mut S,
+        err: PgError,
+    ) -> Result<(), End> {
+        let mut out = err.to_bytes();
+        let mut ended = false;
+        while let Some(message) = self.pending.pop_front() {
+            if matches!(message[0], b'Q' | b'F' | b'S') {
+                ended = true;
+                break;
+            }
+        }
+        if ended {
+            ready_for_query(&mut out, b'I');
+        } else {
+            self.skipping_to_sync = true;
+        }
+        write_client(stream, &out).await
+    }
+
+    /// Drops messages up to the next `Sync` and answers it.
+    async fn skip_to_sync<S: ClientStream>(&mut self, stream: &mut S) -> Result<(), End> {
+        while let Some(message) = self.pending.pop_front() {
+            match message[0] {
+                b'S' => {
+                    self.skipping_to_sync = false;
+                    let mut out = Vec::new();
+                    ready_for_query(&mut out, b'I');
+                    return write_client(stream, &out).await;
+                }
+                b'X' => {
+                    self.pending.push_front(message);
+                    self.skipping_to_sync = false;
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves pending messages into the engine's output, names rewritten.
+    fn forward_pending(&mut self) -> Result<(), End> {
+        let mut last = None;
+        while let Some(message) = self.pending.pop_front() {
+            let tag = message[0];
+            if tag == b'X' {
+                self.client_done = true;
+                self.pending.clear();
+                break;
+            }
+            if !FRONTEND_TAGS.contains(&tag) {
+                return Err(End::Fatal(PgError::protocol_violation(format!(
+                    "invalid frontend message type {tag}"
+                ))));
+            }
+            match self.names.rewrite(&message).map_err(End::Fatal)? {
+                Some(rewritten) => self.to_engine.extend_from_slice(&rewritten),
+                None => self.to_engine.extend_from_slice(&message),
+            }
+            self.unit.sent(tag);
+            last = Some(tag);
+        }
+        if let Some(tag) = last
+            && !ENGINE_BOUNDARIES.contains(&tag)
+        {
+            self.to_engine.extend_from_slice(FLUSH);
+        }
+        Ok(())
+    }
+
+    /// Leaves the engine session as a new connection would find it.
+    async fn clean_up(mut self) {
+        let statements: Vec<Vec<u8>> = self.names.statements().map(<[u8]>::to_vec).collect();
+        if self.lease.is_none() && statements.is_empty() {
+            return;
+        }
+        let mut lease = match self.lease.take() {
+            Some(lease) => lease,
+            None => self.ctx.database.scheduler.lease().await,
+        };
+        let Some(engine) = lease.session.as_mut() else {
+            return;
+        };
+        let result = async {
+            engine.send(&self.to_engine).await?;
+            cleanup::after_client(engine, &self.unit, &statements).await
+        }
+        .await;
+        if let Err(err) = result {
+            error!(
+                client = self.ctx.key.process_id,
+                "the engine session failed while cleaning up after a client: {err}; clients of database \"{}\" get errors until pgshare is restarted",
+                self.ctx.database.name
+            );
+            lease.session = None;
+        }
+    }
+}
+
+/// Adds what a read brought to `pending` as whole messages.
+fn take_input(
+    read: io::Result<usize>,
+    inbuf: &mut BytesMut,
+    pending: &mut VecDeque<BytesMut>,
+    client_done: &mut bool,
+    max_message_len: usize,
+) -> Result<(), End> {
+    if read.map_err(End::ClientIo)? == 0 {
+        *client_done = true;
+        return Ok(());
+    }
+    while let Some(message) = frame::split_message(inbuf, max_message_len).map_err(End::Fatal)? {
+        pending.push_back(message);
+    }
+    Ok(())
+}
+
+async fn write_client<S: ClientStream>(stream: &mut S, bytes: &[u8]) -> Result<(), End> {
+    stream.write_all(bytes).await.map_err(End::ClientIo)?;
+    stream.flush().await.map_err(End::ClientIo)
+}

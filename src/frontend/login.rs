@@ -1,0 +1,165 @@
+//! A new connection from its first byte to `ReadyForQuery`: SSL and GSS
+//! requests (declined for now), cancel requests, protocol version negotiation,
+//! the connection limit, authentication, the database, and the parameters and
+//! cancel key every client gets.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, info};
+
+use crate::cancel::CancelOutcome;
+use crate::gateway::Gateway;
+use crate::protocol::backend;
+use crate::protocol::error::{PgError, sqlstate};
+use crate::protocol::startup::{self, NEWEST_MINOR, StartupPacket};
+
+use super::auth::authenticate;
+use super::client::{self, ClientContext};
+use super::transport::{ClientError, ClientStream, send_error};
+
+/// Serves one accepted connection until it closes.
+pub async fn serve_connection<S: ClientStream>(mut stream: S, peer: String, gateway: Arc<Gateway>) {
+    let login = login(&mut stream, &gateway);
+    let login = match gateway.config.client_login_timeout {
+        Some(limit) => match tokio::time::timeout(limit, login).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Protocol(PgError::protocol_violation(
+                "terminating connection: client_login_timeout expired before login completed",
+            ))),
+        },
+        None => login.await,
+    };
+    match login {
+        Ok(Some((context, buf))) => {
+            info!(client = context.key.process_id, %peer, user = %context.user, database = %context.database.name, "client logged in");
+            let process_id = context.key.process_id;
+            client::serve(&mut stream, buf, context).await;
+            gateway.cancels.unregister(process_id);
+            info!(client = process_id, %peer, "client left");
+        }
+        Ok(None) => {}
+        Err(ClientError::Protocol(err)) => {
+            info!(%peer, "connection refused: {err}");
+            let _ = send_error(&mut stream, &err).await;
+        }
+        Err(ClientError::Io(err)) => debug!(%peer, "connection closed during login: {err}"),
+    }
+}
+
+/// Returns the logged-in client, or `None` for a connection that only carried
+/// a cancel request.
+async fn login<S: ClientStream>(
+    stream: &mut S,
+    gateway: &Arc<Gateway>,
+) -> Result<Option<(ClientContext, BytesMut)>, ClientError> {
+    let message = loop {
+        match read_startup_packet(stream).await? {
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                stream.write_all(b"N").await?;
+                stream.flush().await?;
+            }
+            StartupPacket::Cancel {
+                process_id,
+                secret_key,
+            } => {
+                let outcome = gateway.cancels.cancel(process_id, secret_key);
+                match outcome {
+                    CancelOutcome::RemovedFromQueue => {
+                        info!(client = process_id, "cancel request: queued work removed")
+                    }
+                    CancelOutcome::NotWaiting => info!(
+                        client = process_id,
+                        "cancel request: the client was not waiting for the engine; a statement already running on the embedded engine cannot be interrupted"
+                    ),
+                    CancelOutcome::UnknownKey => {
+                        debug!(
+                            client = process_id,
+                            "cancel request with an unknown key ignored"
+                        )
+                    }
+                }
+                return Ok(None);
+            }
+            StartupPacket::Startup(message) => break message,
+        }
+    };
+
+    let Ok(permit) = gateway.connections.clone().try_acquire_owned() else {
+        return Err(PgError::fatal(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "sorry, too many clients already",
+        )
+        .with_hint(format!(
+            "the gateway allows {} clients at once (max_client_conn)",
+            gateway.config.max_client_conn
+        ))
+        .into());
+    };
+
+    if message.minor_version > NEWEST_MINOR || !message.protocol_options.is_empty() {
+        let mut out = Vec::new();
+        backend::negotiate_protocol_version(
+            &mut out,
+            (3 << 16) | i32::from(NEWEST_MINOR),
+            &message.protocol_options,
+        );
+        stream.write_all(&out).await?;
+    }
+
+    let mut buf = BytesMut::with_capacity(8192);
+    authenticate(stream, &mut buf, &gateway.config, message.user()).await?;
+
+    let Some(database) = gateway.databases.get(message.database()) else {
+        return Err(PgError::fatal(
+            sqlstate::INVALID_CATALOG_NAME,
+            format!("database \"{}\" does not exist", message.database()),
+        )
+        .into());
+    };
+
+    let (key, cancel) = gateway.cancels.register();
+    stream
+        .write_all(&welcome(
+            &database.parameters,
+            key.process_id,
+            key.secret_key,
+        ))
+        .await?;
+    stream.flush().await?;
+    Ok(Some((
+        ClientContext {
+            key,
+            cancel,
+            user: message.user().to_string(),
+            database,
+            config: gateway.config.clone(),
+            _permit: permit,
+        },
+        buf,
+    )))
+}
+
+async fn read_startup_packet<S: ClientStream>(
+    stream: &mut S,
+) -> Result<StartupPacket, ClientError> {
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).await?;
+    let len = startup::packet_len(header)?;
+    let mut body = vec![0u8; len - 4];
+    stream.read_exact(&mut body).await?;
+    Ok(startup::parse(&body)?)
+}
+
+/// Everything after authentication up to the first `ReadyForQuery`.
+fn welcome(parameters: &[(String, String)], process_id: i32, secret_key: i32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    backend::authentication_ok(&mut out);
+    for (name, value) in parameters {
+        backend::parameter_status(&mut out, name, value);
+    }
+    backend::backend_key_data(&mut out, process_id, secret_key);
+    backend::ready_for_query(&mut out, b'I');
+    out
+}

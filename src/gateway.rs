@@ -1,0 +1,186 @@
+//! The running gateway: its settings, databases and engines, listeners, and
+//! shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::database::{Database, Databases};
+use crate::engine::embedded::EmbeddedEngine;
+use crate::frontend::login::serve_connection;
+use crate::scheduler::Scheduler;
+
+/// Name of the database the embedded engine serves.
+pub const DEFAULT_DATABASE: &str = "postgres";
+
+/// What every connection task shares.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub databases: Databases,
+    pub cancels: CancelRegistry,
+    /// One permit per logged-in client, up to `max_client_conn`.
+    pub connections: Arc<Semaphore>,
+}
+
+/// A gateway whose engine is open and whose sockets are bound.
+pub struct Server {
+    gateway: Arc<Gateway>,
+    engine: EmbeddedEngine,
+    tcp: Vec<TcpListener>,
+    unix: Option<(UnixListener, PathBuf)>,
+}
+
+impl Server {
+    /// Opens the engine and binds every listener; fails before serving anyone
+    /// when a port is taken or the data directory is unusable.
+    pub async fn start(config: Config) -> Result<Self> {
+        config.validate()?;
+        let mut tcp = Vec::new();
+        for addr in &config.listen {
+            let listener = TcpListener::bind(addr).await.with_context(|| {
+                format!("listen on {addr} (is another server using the port? choose another with --listen)")
+            })?;
+            tcp.push(listener);
+        }
+        let port = match tcp.first() {
+            Some(listener) => listener.local_addr()?.port(),
+            None => 5432,
+        };
+        let unix = match &config.unix_dir {
+            Some(dir) => Some(bind_unix(dir, port).await?),
+            None => None,
+        };
+        let (engine, session) =
+            EmbeddedEngine::open(config.storage.clone(), config.relaxed_durability).await?;
+        let mut databases = Databases::default();
+        databases.add(Database {
+            name: DEFAULT_DATABASE.to_string(),
+            parameters: session.parameters.clone(),
+            scheduler: Scheduler::new(session),
+        });
+        let gateway = Arc::new(Gateway {
+            connections: Arc::new(Semaphore::new(config.max_client_conn)),
+            config: Arc::new(config),
+            databases,
+            cancels: CancelRegistry::new(),
+        });
+        Ok(Self {
+            gateway,
+            engine,
+            tcp,
+            unix,
+        })
+    }
+
+    /// The TCP addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.tcp
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Serves clients until `shutdown` completes, then closes the engine.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let Server {
+            gateway,
+            engine,
+            tcp,
+            unix,
+        } = self;
+        let mut accept_tasks = Vec::new();
+        for listener in tcp {
+            if let Ok(addr) = listener.local_addr() {
+                info!("listening on {addr}");
+            }
+            let gateway = gateway.clone();
+            accept_tasks.push(tokio::spawn(accept_tcp(listener, gateway)));
+        }
+        let socket_path = match unix {
+            Some((listener, path)) => {
+                info!("listening on Unix socket {}", path.display());
+                accept_tasks.push(tokio::spawn(accept_unix(listener, gateway.clone())));
+                Some(path)
+            }
+            None => None,
+        };
+        shutdown.await;
+        info!("shutting down: no new connections; waiting for the running unit of work");
+        for task in accept_tasks {
+            task.abort();
+        }
+        if let Some(path) = socket_path {
+            let _ = std::fs::remove_file(path);
+        }
+        for database in gateway.databases.all() {
+            let mut lease = database.scheduler.lease().await;
+            if let Some(session) = lease.session.take()
+                && session.status() != b'I'
+            {
+                warn!(
+                    "database \"{}\": rolling back a transaction left open at shutdown",
+                    database.name
+                );
+            }
+        }
+        engine.shutdown().await?;
+        info!("engine closed; all committed data is on disk");
+        Ok(())
+    }
+}
+
+async fn bind_unix(dir: &std::path::Path, port: u16) -> Result<(UnixListener, PathBuf)> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("create socket directory {}", dir.display()))?;
+    let path = dir.join(format!(".s.PGSQL.{port}"));
+    if path.exists() {
+        if tokio::net::UnixStream::connect(&path).await.is_ok() {
+            anyhow::bail!("another server is listening on {}", path.display());
+        }
+        std::fs::remove_file(&path)
+            .with_context(|| format!("remove stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("listen on {}", path.display()))?;
+    Ok((listener, path))
+}
+
+async fn accept_tcp(listener: TcpListener, gateway: Arc<Gateway>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(stream, peer.to_string(), gateway.clone()));
+            }
+            Err(err) => {
+                warn!("accepting a TCP connection failed: {err}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn accept_unix(listener: UnixListener, gateway: Arc<Gateway>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(
+                    stream,
+                    "unix socket".to_string(),
+                    gateway.clone(),
+                ));
+            }
+            Err(err) => {
+                warn!("accepting a Unix socket connection failed: {err}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

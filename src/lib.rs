@@ -1,0 +1,13 @@
+//! pgshare: a Postgres wire-protocol gateway that lets any number of clients
+//! share an engine that serves one session at a time, each client behaving as
+//! if it had its own connection.
+
+pub mod cancel;
+pub mod config;
+pub mod database;
+pub mod engine;
+pub mod frontend;
+pub mod gateway;
+pub mod protocol;
+pub mod scheduler;
+pub mod session;

@@ -1,0 +1,201 @@
+//! The `pgshare` command line.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use pgshare::config::{AuthMethod, Config, Secret, read_users_file};
+use pgshare::engine::embedded::Storage;
+use pgshare::gateway::Server;
+use pgshare::protocol::frame::DEFAULT_MAX_MESSAGE_LEN;
+use tracing::error;
+
+#[derive(Parser)]
+#[command(
+    name = "pgshare",
+    version,
+    about = "A Postgres gateway: many clients share one embedded PGlite engine, each as if it had its own connection"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the embedded PGlite database to Postgres clients (psql, pgbench,
+    /// drivers, ORMs, IDEs). Every flag can also be set by its PGSHARE_* variable.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TCP address to listen on; repeat the flag for several.
+    #[arg(
+        long,
+        env = "PGSHARE_LISTEN",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:5432"
+    )]
+    listen: Vec<SocketAddr>,
+
+    /// Also listen on a Unix socket in this directory, named .s.PGSQL.<port> so
+    /// that `psql -h DIR` finds it (the port is that of the first --listen).
+    #[arg(long, env = "PGSHARE_UNIX_DIR", value_name = "DIR")]
+    unix_dir: Option<PathBuf>,
+
+    /// Directory holding the database files; created on first run.
+    #[arg(
+        long,
+        env = "PGSHARE_DATA",
+        value_name = "DIR",
+        default_value = "./pgshare-data"
+    )]
+    data: PathBuf,
+
+    /// Use a throwaway database that is deleted when pgshare stops (ignores --data).
+    #[arg(long, env = "PGSHARE_MEMORY")]
+    memory: bool,
+
+    /// Skip fsync in the engine: faster writes, but a crash of the machine (not
+    /// only of pgshare) can lose recent commits.
+    #[arg(long, env = "PGSHARE_RELAXED_DURABILITY")]
+    relaxed_durability: bool,
+
+    /// How clients authenticate. Default: trust when every --listen address is
+    /// loopback, scram-sha-256 otherwise.
+    #[arg(long, env = "PGSHARE_AUTH", value_enum)]
+    auth: Option<AuthMethod>,
+
+    /// Password of the role "postgres" (for md5 and scram-sha-256).
+    #[arg(long, env = "PGSHARE_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+
+    /// More roles, one per line as "name" "password" (PgBouncer's userlist.txt
+    /// form); the password may be a SCRAM-SHA-256$... secret.
+    #[arg(long, env = "PGSHARE_USERS_FILE", value_name = "FILE")]
+    users_file: Option<PathBuf>,
+
+    /// Most clients connected at once; the next gets "too many clients" (53300).
+    #[arg(long, env = "PGSHARE_MAX_CLIENT_CONN", default_value_t = 100)]
+    max_client_conn: usize,
+
+    /// Seconds a client may hold the engine inside a transaction without sending
+    /// anything before it is disconnected (25P03) and rolled back; 0 = never.
+    #[arg(
+        long,
+        env = "PGSHARE_IDLE_IN_TRANSACTION_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 60
+    )]
+    idle_in_transaction_timeout: u64,
+
+    /// Seconds a client may wait for the engine while others use it before its
+    /// statement is cancelled (57014); 0 = wait forever.
+    #[arg(
+        long,
+        env = "PGSHARE_QUERY_WAIT_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 120
+    )]
+    query_wait_timeout: u64,
+
+    /// Seconds a new connection may take to log in; 0 = no limit.
+    #[arg(
+        long,
+        env = "PGSHARE_CLIENT_LOGIN_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 60
+    )]
+    client_login_timeout: u64,
+
+    /// Largest message a client may send, in bytes; longer ones end its
+    /// connection with 08P01.
+    #[arg(long, env = "PGSHARE_MAX_MESSAGE_LEN", value_name = "BYTES", default_value_t = DEFAULT_MAX_MESSAGE_LEN)]
+    max_message_len: usize,
+}
+
+fn seconds(value: u64) -> Option<Duration> {
+    (value > 0).then(|| Duration::from_secs(value))
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Result<Config> {
+        let auth = self
+            .auth
+            .unwrap_or(if self.listen.iter().all(|a| a.ip().is_loopback()) {
+                AuthMethod::Trust
+            } else {
+                AuthMethod::ScramSha256
+            });
+        let mut users: HashMap<String, Option<Secret>> = HashMap::new();
+        users.insert("postgres".to_string(), self.password.map(Secret::Plain));
+        if let Some(path) = &self.users_file {
+            for (name, secret) in read_users_file(path)? {
+                users.insert(name, Some(secret));
+            }
+        }
+        let storage = if self.memory {
+            Storage::Memory
+        } else {
+            Storage::Directory(self.data)
+        };
+        Ok(Config {
+            listen: self.listen,
+            unix_dir: self.unix_dir,
+            storage,
+            relaxed_durability: self.relaxed_durability,
+            auth,
+            users,
+            max_client_conn: self.max_client_conn,
+            max_message_len: self.max_message_len,
+            idle_in_transaction_timeout: seconds(self.idle_in_transaction_timeout),
+            query_wait_timeout: seconds(self.query_wait_timeout),
+            client_login_timeout: seconds(self.client_login_timeout),
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmer=warn,wasmer_wasix=warn,pglite_oxide=warn".into()),
+        )
+        .init();
+    let Cli {
+        command: Command::Serve(args),
+    } = Cli::parse();
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let config = args.into_config()?;
+    let server = Server::start(config)
+        .await
+        .context("pgshare could not start")?;
+    server.run(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,132 @@
+//! Errors that reach a client as `ErrorResponse` messages with a real SQLSTATE.
+
+use std::fmt;
+
+/// SQLSTATE codes the gateway itself reports, named as in PostgreSQL's errcodes.
+pub mod sqlstate {
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub const INVALID_CATALOG_NAME: &str = "3D000";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const QUERY_CANCELED: &str = "57014";
+    pub const IDLE_IN_TRANSACTION_SESSION_TIMEOUT: &str = "25P03";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const CONNECTION_FAILURE: &str = "08006";
+    pub const INTERNAL_ERROR: &str = "XX000";
+}
+
+/// `ERROR` ends the current statement; `FATAL` ends the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Fatal,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+/// An error as PostgreSQL would report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    pub severity: Severity,
+    pub code: &'static str,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl PgError {
+    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Fatal,
+            code,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn protocol_violation(message: impl Into<String>) -> Self {
+        Self::fatal(sqlstate::PROTOCOL_VIOLATION, message)
+    }
+
+    /// Encodes the error as an `ErrorResponse` message.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let severity = self.severity.as_str();
+        let mut body = Vec::with_capacity(self.message.len() + 32);
+        for (field, value) in [
+            (b'S', severity),
+            (b'V', severity),
+            (b'C', self.code),
+            (b'M', self.message.as_str()),
+        ] {
+            push_field(&mut body, field, value);
+        }
+        if let Some(hint) = &self.hint {
+            push_field(&mut body, b'H', hint);
+        }
+        body.push(0);
+        super::backend::push_message(out, b'E', &body);
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+}
+
+fn push_field(body: &mut Vec<u8>, field: u8, value: &str) {
+    body.push(field);
+    body.extend(value.bytes().filter(|&b| b != 0));
+    body.push(0);
+}
+
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.severity.as_str(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for PgError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_response_layout_matches_the_protocol() {
+        let bytes = PgError::fatal(sqlstate::TOO_MANY_CONNECTIONS, "too many").to_bytes();
+        assert_eq!(bytes[0], b'E');
+        let len = i32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len, bytes.len() - 1);
+        let body = &bytes[5..];
+        assert_eq!(body, b"SFATAL\0VFATAL\0C53300\0Mtoo many\0\0".as_slice());
+    }
+}

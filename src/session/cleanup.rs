@@ -1,0 +1,54 @@
+//! Cleaning up after a client on the engine session it leaves, so that the next
+//! client finds the session as a new connection would: no transaction open, no
+//! half-finished protocol sequence, none of the client's prepared statements.
+
+use std::io;
+
+use crate::engine::EngineSession;
+use crate::protocol::backend::push_message;
+
+use super::unit::UnitOfWork;
+
+/// Finishes whatever the client left running, rolls back its transaction and
+/// closes its statements. Everything the engine answers is discarded.
+pub async fn after_client(
+    engine: &mut EngineSession,
+    unit: &UnitOfWork,
+    statements: &[Vec<u8>],
+) -> io::Result<()> {
+    let mut finish = Vec::new();
+    if unit.copy_in() {
+        push_message(&mut finish, b'f', b"client disconnected during COPY\0");
+    }
+    let mut awaiting = unit.awaiting_ready() as usize;
+    if unit.unsynced() {
+        push_message(&mut finish, b'S', &[]);
+        awaiting += 1;
+    }
+    engine.send(&finish).await?;
+    engine.input.discard_until_ready(awaiting).await?;
+    if engine.status() != b'I' {
+        engine.run_discarding(&query(b"ROLLBACK"), 1).await?;
+    }
+    if !statements.is_empty() {
+        let mut closes = Vec::new();
+        for name in statements {
+            let mut body = vec![b'S'];
+            body.extend_from_slice(name);
+            body.push(0);
+            push_message(&mut closes, b'C', &body);
+        }
+        push_message(&mut closes, b'S', &[]);
+        engine.run_discarding(&closes, 1).await?;
+    }
+    Ok(())
+}
+
+/// A simple `Query` message.
+pub fn query(sql: &[u8]) -> Vec<u8> {
+    let mut body = sql.to_vec();
+    body.push(0);
+    let mut out = Vec::new();
+    push_message(&mut out, b'Q', &body);
+    out
+}

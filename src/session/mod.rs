@@ -1,0 +1,7 @@
+//! Per-client virtual state kept by the gateway so that each client sees its own
+//! connection on a shared engine session: its statement and portal names, and
+//! where its current unit of work stands.
+
+pub mod cleanup;
+pub mod names;
+pub mod unit;

@@ -1,0 +1,193 @@
+//! psql and pgbench, run as processes against the gateway, as a user would.
+
+mod support;
+
+use std::process::Command;
+
+use support::Gateway;
+
+fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap_or_else(|err| {
+            panic!("{program} must be installed (it is in the README's requirements): {err}")
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    stdout + &stderr
+}
+
+async fn run_async(program: &'static str, args: Vec<String>) -> String {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(program, &args)
+    })
+    .await
+    .unwrap()
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    run(
+        "psql",
+        &[url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+    )
+}
+
+fn balance_sums(url: &str) -> Vec<String> {
+    psql(
+        url,
+        "SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(tbalance) FROM pgbench_tellers), \
+         (SELECT sum(bbalance) FROM pgbench_branches), (SELECT sum(delta) FROM pgbench_history)",
+    )
+    .trim()
+    .split('|')
+    .map(str::to_string)
+    .collect()
+}
+
+fn failed_transactions(output: &str) -> String {
+    output
+        .lines()
+        .find(|line| line.starts_with("number of failed transactions"))
+        .unwrap_or_else(|| panic!("pgbench printed no failure count:\n{output}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_tpcb_and_select_only_run_without_failures_and_balances_agree() {
+    let gateway = Gateway::start().await;
+    let url = gateway.url();
+    run_async(
+        "pgbench",
+        vec!["-i".into(), "-s".into(), "1".into(), url.clone()],
+    )
+    .await;
+    let tpcb = run_async(
+        "pgbench",
+        ["-c", "16", "-j", "2", "-t", "40", &url]
+            .map(String::from)
+            .to_vec(),
+    )
+    .await;
+    assert!(
+        failed_transactions(&tpcb).starts_with("number of failed transactions: 0 "),
+        "{tpcb}"
+    );
+    let sums = balance_sums(&url);
+    assert_eq!(sums.len(), 4);
+    assert!(
+        sums.iter().all(|sum| sum == &sums[0]),
+        "balances disagree: {sums:?}"
+    );
+    assert_ne!(sums[0], "", "the history table must not be empty");
+    for mode in ["simple", "extended", "prepared"] {
+        let select = run_async(
+            "pgbench",
+            ["-S", "-M", mode, "-c", "32", "-j", "2", "-t", "50", &url]
+                .map(String::from)
+                .to_vec(),
+        )
+        .await;
+        assert!(
+            failed_transactions(&select).starts_with("number of failed transactions: 0 "),
+            "{select}"
+        );
+        assert!(
+            select.contains("number of transactions actually processed: 1600/1600"),
+            "{select}"
+        );
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_copy_in_and_out_in_text_csv_and_binary() {
+    let gateway = Gateway::start().await;
+    let url = gateway.url();
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("rows.txt");
+    let csv = dir.path().join("rows.csv");
+    let binary = dir.path().join("rows.bin");
+    std::fs::write(&text, "1\tone\n2\ttwo\n3\tthree\n").unwrap();
+    std::fs::write(&csv, "4,\"four, with comma\"\n5,five\n").unwrap();
+    let (text, csv, binary) = (
+        text.display().to_string(),
+        csv.display().to_string(),
+        binary.display().to_string(),
+    );
+    let url2 = url.clone();
+    tokio::task::spawn_blocking(move || {
+        psql(&url2, "CREATE TABLE words(n int, word text)");
+        assert!(psql(&url2, &format!("\\copy words FROM '{text}'")).contains("COPY 3"));
+        assert!(
+            psql(
+                &url2,
+                &format!("\\copy words FROM '{csv}' WITH (FORMAT csv)")
+            )
+            .contains("COPY 2")
+        );
+        assert!(
+            psql(
+                &url2,
+                &format!("\\copy words TO '{binary}' WITH (FORMAT binary)")
+            )
+            .contains("COPY 5")
+        );
+        psql(&url2, "CREATE TABLE words_copy(n int, word text)");
+        assert!(
+            psql(
+                &url2,
+                &format!("\\copy words_copy FROM '{binary}' WITH (FORMAT binary)")
+            )
+            .contains("COPY 5")
+        );
+        let out = psql(
+            &url2,
+            "COPY (SELECT * FROM words_copy ORDER BY n) TO STDOUT WITH (FORMAT csv)",
+        );
+        assert_eq!(
+            out,
+            "1,one\n2,two\n3,three\n4,\"four, with comma\"\n5,five\n"
+        );
+    })
+    .await
+    .unwrap();
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_reaches_the_gateway_over_its_unix_socket() {
+    let gateway = Gateway::start().await;
+    let dir = gateway.unix_dir.display().to_string();
+    let port = gateway.addr.port().to_string();
+    let out = run_async(
+        "psql",
+        [
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            &dir,
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT 'over unix'",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    assert_eq!(out.trim(), "over unix");
+    gateway.stop().await;
+}
