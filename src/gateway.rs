@@ -63,7 +63,7 @@ impl Server {
         databases.add(Database {
             name: DEFAULT_DATABASE.to_string(),
             parameters: session.parameters.clone(),
-            scheduler: Scheduler::new(session),
+            scheduler: Scheduler::start(session),
         });
         let gateway = Arc::new(Gateway {
             connections: Arc::new(Semaphore::new(config.max_client_conn)),

@@ -284,3 +284,31 @@ async fn copy_in_and_out_through_the_gateway() {
     assert_eq!(text, "0\tname 0\n1\tname 1\n2\tname 2\n");
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_read_never_runs_inside_another_clients_transaction() {
+    let gateway = Gateway::start().await;
+    let a = gateway.connect().await;
+    let b = gateway.connect().await;
+    a.batch_execute("CREATE TABLE t(x int)").await.unwrap();
+    a.batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    // A single autocommit SELECT in the simple protocol is queued behind A's
+    // transaction; had it run inside it, it would count A's uncommitted row.
+    let reader = tokio::spawn(async move {
+        let messages = b.simple_query("SELECT count(*) FROM t").await.unwrap();
+        match &messages[1] {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).unwrap().to_string(),
+            other => panic!("expected a row, got {other:?}"),
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !reader.is_finished(),
+        "the read must wait for A's transaction"
+    );
+    a.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(reader.await.unwrap(), "0");
+    gateway.stop().await;
+}

@@ -130,8 +130,24 @@ impl EngineInput {
     /// Takes every whole message buffered so far, in one piece, calling
     /// `on_message` with each message's tag. Tracks the status.
     pub fn take_complete(&mut self, mut on_message: impl FnMut(u8)) -> io::Result<BytesMut> {
+        let (end, _) = self.scan(u32::MAX, &mut on_message)?;
+        Ok(self.inbuf.split_to(end))
+    }
+
+    /// Takes the whole messages buffered so far, stopping after the
+    /// `max_ready`-th `ReadyForQuery`; returns them and how many of those there
+    /// were.
+    pub fn take_until_ready(&mut self, max_ready: u32) -> io::Result<(BytesMut, u32)> {
+        let (end, ready) = self.scan(max_ready, &mut |_| {})?;
+        Ok((self.inbuf.split_to(end), ready))
+    }
+
+    /// Finds the end of the buffered whole messages, up to `max_ready`
+    /// `ReadyForQuery` messages, and tracks the status.
+    fn scan(&mut self, max_ready: u32, on_message: &mut dyn FnMut(u8)) -> io::Result<(usize, u32)> {
         let mut end = 0;
-        while self.inbuf.len() >= end + 5 {
+        let mut ready = 0;
+        while ready < max_ready && self.inbuf.len() >= end + 5 {
             let tag = self.inbuf[end];
             let len = i32::from_be_bytes([
                 self.inbuf[end + 1],
@@ -148,11 +164,12 @@ impl EngineInput {
             }
             if tag == b'Z' && len == 5 {
                 self.status = self.inbuf[end + 5];
+                ready += 1;
             }
             on_message(tag);
             end += total;
         }
-        Ok(self.inbuf.split_to(end))
+        Ok((end, ready))
     }
 
     /// Waits for the next whole message.

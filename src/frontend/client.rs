@@ -10,10 +10,11 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::{debug, error, warn};
 
 use crate::cancel::{CancelKey, CancelTarget};
@@ -22,9 +23,10 @@ use crate::database::Database;
 use crate::protocol::backend::ready_for_query;
 use crate::protocol::error::{PgError, sqlstate};
 use crate::protocol::frame;
-use crate::scheduler::Lease;
+use crate::scheduler::{Lease, PipelinedUnits, UnitEvent};
 use crate::session::cleanup;
 use crate::session::names::Namespace;
+use crate::session::pipeline::single_pipelinable_unit;
 use crate::session::unit::UnitOfWork;
 
 use super::transport::{ClientStream, send_error};
@@ -34,6 +36,9 @@ const FRONTEND_TAGS: &[u8] = b"QPBEDCHSXdcfF";
 /// Messages after which the embedded engine runs what it has buffered; a batch
 /// ending otherwise gets a `Flush` so that nothing waits for bytes to come.
 const ENGINE_BOUNDARIES: &[u8] = b"QSHdcf";
+/// Messages after which a client may wait for an answer: a unit of work is
+/// not sent to the scheduler before one of these arrives.
+const UNIT_BOUNDARIES: &[u8] = b"QSHFXdcf";
 /// A `Flush` message.
 const FLUSH: &[u8] = b"H\0\0\0\x04";
 /// Stop reading a client while this much of its input waits for the engine.
@@ -121,6 +126,21 @@ pub async fn serve<S: ClientStream>(stream: &mut S, inbuf: BytesMut, ctx: Client
     client.clean_up().await;
 }
 
+fn cancelled_by_user() -> PgError {
+    PgError::error(
+        sqlstate::QUERY_CANCELED,
+        "canceling statement due to user request",
+    )
+}
+
+fn wait_timed_out() -> PgError {
+    PgError::error(
+        sqlstate::QUERY_CANCELED,
+        "canceling statement due to query_wait_timeout",
+    )
+    .with_hint("another client held the shared engine for longer than query_wait_timeout")
+}
+
 fn engine_unavailable() -> PgError {
     PgError::fatal(
         sqlstate::CONNECTION_FAILURE,
@@ -146,6 +166,21 @@ impl Client {
                 }
                 if self.pending[0][0] == b'X' {
                     return Ok(());
+                }
+                if !self
+                    .pending
+                    .back()
+                    .is_some_and(|m| UNIT_BOUNDARIES.contains(&m[0]))
+                {
+                    // The rest of this unit is still on its way: read it
+                    // before asking for the engine.
+                    let read = stream.read_buf(&mut self.inbuf).await;
+                    self.take_client_input(read)?;
+                    continue;
+                }
+                if let Some(ready_count) = single_pipelinable_unit(&self.pending, &self.names) {
+                    self.run_pipelined(stream, ready_count).await?;
+                    continue;
                 }
                 match self.acquire(stream).await? {
                     Some(lease) => self.lease = Some(lease),
@@ -241,17 +276,11 @@ impl Client {
                     return match waited {
                         Some(Some(lease)) => Ok(Some(lease)),
                         Some(None) => {
-                            self.reject_unit(stream, PgError::error(
-                                sqlstate::QUERY_CANCELED,
-                                "canceling statement due to query_wait_timeout",
-                            ).with_hint("another client held the shared engine for longer than query_wait_timeout")).await?;
+                            self.reject_unit(stream, wait_timed_out()).await?;
                             Ok(None)
                         }
                         None => {
-                            self.reject_unit(stream, PgError::error(
-                                sqlstate::QUERY_CANCELED,
-                                "canceling statement due to user request",
-                            )).await?;
+                            self.reject_unit(stream, cancelled_by_user()).await?;
                             Ok(None)
                         }
                     };
@@ -265,6 +294,72 @@ impl Client {
                     }
                 }
             }
+        }
+    }
+
+    /// Runs the one self-contained unit in `pending` pipelined behind other
+    /// clients' units, relaying the engine's answer as it comes.
+    async fn run_pipelined<S: ClientStream>(
+        &mut self,
+        stream: &mut S,
+        ready_count: u32,
+    ) -> Result<(), End> {
+        let mut bytes = BytesMut::new();
+        while let Some(message) = self.pending.pop_front() {
+            match self.names.rewrite(&message).map_err(End::Fatal)? {
+                Some(rewritten) => bytes.extend_from_slice(&rewritten),
+                None => bytes.extend_from_slice(&message),
+            }
+        }
+        let (events, mut received) = mpsc::channel(32);
+        let taken = Arc::new(AtomicBool::new(false));
+        self.ctx.database.scheduler.submit(PipelinedUnits {
+            bytes,
+            ready_count,
+            events,
+            taken: taken.clone(),
+        });
+        let limit = self.ctx.config.query_wait_timeout;
+        let first = self
+            .ctx
+            .cancel
+            .cancellable(async {
+                match limit {
+                    Some(limit) => tokio::time::timeout(limit, received.recv()).await.ok(),
+                    None => Some(received.recv().await),
+                }
+            })
+            .await;
+        let mut event = match first {
+            Some(Some(event)) => event,
+            interrupted => {
+                if !taken.swap(true, Ordering::SeqCst) {
+                    let mut out = if interrupted.is_none() {
+                        cancelled_by_user()
+                    } else {
+                        wait_timed_out()
+                    }
+                    .to_bytes();
+                    ready_for_query(&mut out, b'I');
+                    return write_client(stream, &out).await;
+                }
+                // Too late to withdraw: the engine is running it.
+                received.recv().await
+            }
+        };
+        loop {
+            match event {
+                Some(UnitEvent::Output(output)) => write_client(stream, &output).await?,
+                Some(UnitEvent::Done) => return Ok(()),
+                Some(UnitEvent::Failed(err)) => return Err(End::Engine(err)),
+                None => {
+                    return Err(End::Engine(io::Error::new(
+                        io::ErrorKind::NotConnected,
+                        "the engine session is closed",
+                    )));
+                }
+            }
+            event = received.recv().await;
         }
     }
 
@@ -321,11 +416,6 @@ impl Client {
                 self.client_done = true;
                 self.pending.clear();
                 break;
-            }
-            if !FRONTEND_TAGS.contains(&tag) {
-                return Err(End::Fatal(PgError::protocol_violation(format!(
-                    "invalid frontend message type {tag}"
-                ))));
             }
             match self.names.rewrite(&message).map_err(End::Fatal)? {
                 Some(rewritten) => self.to_engine.extend_from_slice(&rewritten),
@@ -384,6 +474,12 @@ fn take_input(
         return Ok(());
     }
     while let Some(message) = frame::split_message(inbuf, max_message_len).map_err(End::Fatal)? {
+        if !FRONTEND_TAGS.contains(&message[0]) {
+            return Err(End::Fatal(PgError::protocol_violation(format!(
+                "invalid frontend message type {}",
+                message[0]
+            ))));
+        }
         pending.push_back(message);
     }
     Ok(())

@@ -4,4 +4,5 @@
 
 pub mod cleanup;
 pub mod names;
+pub mod pipeline;
 pub mod unit;

@@ -5,7 +5,7 @@
 //! client numbers. The unnamed statement and portal keep their empty names: they
 //! only live inside one unit of work, which the engine runs for one client.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use bytes::BytesMut;
@@ -14,21 +14,24 @@ use crate::protocol::backend::push_message;
 use crate::protocol::error::PgError;
 use crate::protocol::frame::{self, Reader};
 
+use super::pipeline::is_self_contained;
+
 /// PostgreSQL compares statement and portal names on their first 63 bytes.
 const MAX_NAME_LEN: usize = 63;
 
 /// One client's names and the ones it has on the engine.
 pub struct Namespace {
     prefix: String,
-    /// Engine names of the client's named prepared statements.
-    statements: HashSet<Vec<u8>>,
+    /// Engine names of the client's named prepared statements, with whether
+    /// each is self-contained (see `pipeline`).
+    statements: HashMap<Vec<u8>, bool>,
 }
 
 impl Namespace {
     pub fn new(client_id: i32) -> Self {
         Self {
             prefix: format!("pgs{client_id}_"),
-            statements: HashSet::new(),
+            statements: HashMap::new(),
         }
     }
 
@@ -50,7 +53,15 @@ impl Namespace {
 
     /// Engine names of the statements the client still has.
     pub fn statements(&self) -> impl Iterator<Item = &[u8]> {
-        self.statements.iter().map(Vec::as_slice)
+        self.statements.keys().map(Vec::as_slice)
+    }
+
+    /// Whether the client's statement `name` is known and self-contained.
+    pub fn is_self_contained(&self, name: &[u8]) -> bool {
+        self.statements
+            .get(&self.engine_name(name))
+            .copied()
+            .unwrap_or(false)
     }
 
     /// Rewrites a frontend message for the engine when it names a statement or
@@ -67,7 +78,8 @@ impl Namespace {
                 }
                 let engine = self.engine_name(name);
                 push_cstr(&mut out, &engine);
-                self.statements.insert(engine);
+                let sql = Reader::new(reader.rest()).cstr()?;
+                self.statements.insert(engine, is_self_contained(sql));
             }
             b'B' => {
                 let portal = reader.cstr()?;

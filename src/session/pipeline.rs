@@ -1,0 +1,225 @@
+//! Which units of work may be pipelined behind other clients' units: those
+//! that are whole, need one round trip, and are certain to leave the engine
+//! idle (`ReadyForQuery` status `I`) when they start it idle.
+//!
+//! The test is deliberately narrow. One statement (no `;` before the end) whose
+//! first word is one of a few that can never open a transaction block or start
+//! COPY, written without comments, dollar quotes or backslash escapes that a
+//! simple scanner could misread. Anything else takes the exclusive path, which
+//! is always correct, only slower under load.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use bytes::BytesMut;
+
+use crate::protocol::frame::{self, Reader};
+
+use super::names::Namespace;
+
+/// Statements that, run alone outside a transaction block, end outside one.
+const SELF_CONTAINED_KEYWORDS: &[&str] = &[
+    "select", "values", "table", "show", "insert", "update", "delete", "with",
+];
+
+/// True when `sql` is exactly one statement that cannot leave a transaction
+/// open or start COPY.
+pub fn is_self_contained(sql: &[u8]) -> bool {
+    let text = sql.trim_ascii();
+    let word_len = text.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    let word = &text[..word_len];
+    if !SELF_CONTAINED_KEYWORDS
+        .iter()
+        .any(|keyword| word.eq_ignore_ascii_case(keyword.as_bytes()))
+    {
+        return false;
+    }
+    let mut i = word_len;
+    while i < text.len() {
+        let next = text.get(i + 1).copied();
+        match text[i] {
+            quote @ (b'\'' | b'"') => match closing_quote(text, i, quote) {
+                Some(end) => i = end,
+                None => return false,
+            },
+            b'-' if next == Some(b'-') => return false,
+            b'/' if next == Some(b'*') => return false,
+            b'$' if !next.is_some_and(|b| b.is_ascii_digit()) => return false,
+            b';' => return text[i + 1..].iter().all(u8::is_ascii_whitespace),
+            _ => {}
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The index of the quote closing the one at `start`; `None` when unclosed or
+/// when a backslash makes the string's end depend on settings.
+fn closing_quote(text: &[u8], start: usize, quote: u8) -> Option<usize> {
+    let mut i = start + 1;
+    while i < text.len() {
+        match text[i] {
+            b'\\' if quote == b'\'' => return None,
+            b if b == quote => {
+                if text.get(i + 1) == Some(&quote) {
+                    i += 2;
+                    continue;
+                }
+                return Some(i);
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// When everything in `pending` is exactly one pipelinable unit, the number of
+/// `ReadyForQuery` messages that answer it (always 1).
+pub fn single_pipelinable_unit(pending: &VecDeque<BytesMut>, names: &Namespace) -> Option<u32> {
+    let first = pending.front()?;
+    if first[0] == b'Q' {
+        let sql = Reader::new(frame::body(first)).cstr().ok()?;
+        return (pending.len() == 1 && is_self_contained(sql)).then_some(1);
+    }
+    let mut unnamed: Option<bool> = None;
+    let mut parsed: HashMap<&[u8], bool> = HashMap::new();
+    let mut bound: HashSet<&[u8]> = HashSet::new();
+    for (index, message) in pending.iter().enumerate() {
+        let mut reader = Reader::new(frame::body(message));
+        match message[0] {
+            b'P' => {
+                let name = reader.cstr().ok()?;
+                let ok = is_self_contained(reader.cstr().ok()?);
+                if name.is_empty() {
+                    unnamed = Some(ok);
+                } else {
+                    parsed.insert(name, ok);
+                }
+            }
+            b'B' => {
+                let portal = reader.cstr().ok()?;
+                let statement = reader.cstr().ok()?;
+                let ok = if statement.is_empty() {
+                    unnamed == Some(true)
+                } else {
+                    parsed
+                        .get(statement)
+                        .copied()
+                        .unwrap_or_else(|| names.is_self_contained(statement))
+                };
+                if !ok {
+                    return None;
+                }
+                bound.insert(portal);
+            }
+            b'E' => {
+                if !bound.contains(reader.cstr().ok()?) {
+                    return None;
+                }
+            }
+            b'D' => {}
+            b'S' => return (index + 1 == pending.len() && !bound.is_empty()).then_some(1),
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::backend::push_message;
+
+    #[test]
+    fn single_reads_and_writes_are_self_contained() {
+        for sql in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 5;",
+            "  select 1",
+            "SELECT 'a;b', \"weird;name\" FROM t",
+            "SELECT 'it''s' ;  ",
+            "UPDATE t SET x = $1 WHERE id = $2",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "TABLE t",
+        ] {
+            assert!(is_self_contained(sql.as_bytes()), "{sql}");
+        }
+    }
+
+    #[test]
+    fn anything_that_may_change_the_transaction_state_is_not() {
+        for sql in [
+            "BEGIN",
+            "start transaction",
+            "COMMIT",
+            "SELECT 1; BEGIN",
+            "SELECT 1; SELECT 2",
+            "COPY t FROM STDIN",
+            "SET search_path = x",
+            "DO $$ BEGIN COMMIT; END $$",
+            "SELECT $$;$$",
+            "SELECT 1 -- ; BEGIN",
+            "SELECT 1 /* ; */",
+            "SELECT E'\\'; BEGIN; '",
+            "SELECT 'unterminated",
+            "CALL p()",
+            "",
+        ] {
+            assert!(!is_self_contained(sql.as_bytes()), "{sql}");
+        }
+    }
+
+    fn message(tag: u8, body: &[u8]) -> BytesMut {
+        let mut out = Vec::new();
+        push_message(&mut out, tag, body);
+        BytesMut::from(&out[..])
+    }
+
+    fn parse(name: &str, sql: &str) -> BytesMut {
+        message(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
+    }
+
+    fn bind(portal: &str, statement: &str) -> BytesMut {
+        message(
+            b'B',
+            format!("{portal}\0{statement}\0\0\0\0\0\0\0").as_bytes(),
+        )
+    }
+
+    fn execute(portal: &str) -> BytesMut {
+        message(b'E', format!("{portal}\0\0\0\0\0").as_bytes())
+    }
+
+    #[test]
+    fn one_extended_select_with_its_sync_is_pipelinable() {
+        let names = Namespace::new(1);
+        let unit: VecDeque<_> = [
+            parse("", "SELECT 1"),
+            bind("", ""),
+            execute(""),
+            message(b'S', b""),
+        ]
+        .into();
+        assert_eq!(single_pipelinable_unit(&unit, &names), Some(1));
+    }
+
+    #[test]
+    fn a_statement_prepared_earlier_counts_by_its_sql() {
+        let mut names = Namespace::new(1);
+        names.rewrite(&parse("read", "SELECT 1")).unwrap();
+        names.rewrite(&parse("begin", "BEGIN")).unwrap();
+        let read: VecDeque<_> = [bind("", "read"), execute(""), message(b'S', b"")].into();
+        let begin: VecDeque<_> = [bind("", "begin"), execute(""), message(b'S', b"")].into();
+        assert_eq!(single_pipelinable_unit(&read, &names), Some(1));
+        assert_eq!(single_pipelinable_unit(&begin, &names), None);
+    }
+
+    #[test]
+    fn unfinished_or_several_units_take_the_exclusive_path() {
+        let names = Namespace::new(1);
+        let unsynced: VecDeque<_> = [parse("", "SELECT 1"), bind("", ""), execute("")].into();
+        assert_eq!(single_pipelinable_unit(&unsynced, &names), None);
+        let two: VecDeque<_> = [message(b'Q', b"SELECT 1\0"), message(b'Q', b"SELECT 2\0")].into();
+        assert_eq!(single_pipelinable_unit(&two, &names), None);
+        let flush: VecDeque<_> = [parse("", "SELECT 1"), message(b'H', b"")].into();
+        assert_eq!(single_pipelinable_unit(&flush, &names), None);
+    }
+}
