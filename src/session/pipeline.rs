@@ -8,7 +8,7 @@
 //! simple scanner could misread. Anything else takes the exclusive path, which
 //! is always correct, only slower under load.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use bytes::BytesMut;
 
@@ -80,9 +80,11 @@ pub fn single_pipelinable_unit(pending: &VecDeque<BytesMut>, names: &Namespace) 
         let sql = Reader::new(frame::body(first)).cstr().ok()?;
         return (pending.len() == 1 && is_self_contained(sql)).then_some(1);
     }
+    // Parse, Bind, Describe and Close never change the transaction state;
+    // only what an Execute runs can.
     let mut unnamed: Option<bool> = None;
     let mut parsed: HashMap<&[u8], bool> = HashMap::new();
-    let mut bound: HashSet<&[u8]> = HashSet::new();
+    let mut bound: HashMap<&[u8], bool> = HashMap::new();
     for (index, message) in pending.iter().enumerate() {
         let mut reader = Reader::new(frame::body(message));
         match message[0] {
@@ -106,18 +108,15 @@ pub fn single_pipelinable_unit(pending: &VecDeque<BytesMut>, names: &Namespace) 
                         .copied()
                         .unwrap_or_else(|| names.is_self_contained(statement))
                 };
-                if !ok {
-                    return None;
-                }
-                bound.insert(portal);
+                bound.insert(portal, ok);
             }
             b'E' => {
-                if !bound.contains(reader.cstr().ok()?) {
+                if bound.get(reader.cstr().ok()?) != Some(&true) {
                     return None;
                 }
             }
-            b'D' => {}
-            b'S' => return (index + 1 == pending.len() && !bound.is_empty()).then_some(1),
+            b'D' | b'C' => {}
+            b'S' => return (index + 1 == pending.len()).then_some(1),
             _ => return None,
         }
     }
@@ -210,6 +209,22 @@ mod tests {
         let begin: VecDeque<_> = [bind("", "begin"), execute(""), message(b'S', b"")].into();
         assert_eq!(single_pipelinable_unit(&read, &names), Some(1));
         assert_eq!(single_pipelinable_unit(&begin, &names), None);
+    }
+
+    #[test]
+    fn preparing_any_statement_is_pipelinable_but_executing_it_may_not_be() {
+        let names = Namespace::new(1);
+        let describe = message(b'D', b"Sbegin\0");
+        let prepare: VecDeque<_> = [parse("begin", "BEGIN"), describe, message(b'S', b"")].into();
+        assert_eq!(single_pipelinable_unit(&prepare, &names), Some(1));
+        let run: VecDeque<_> = [
+            parse("", "BEGIN"),
+            bind("", ""),
+            execute(""),
+            message(b'S', b""),
+        ]
+        .into();
+        assert_eq!(single_pipelinable_unit(&run, &names), None);
     }
 
     #[test]
