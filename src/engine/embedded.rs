@@ -81,3 +81,15 @@ impl EmbeddedEngine {
         Ok(())
     }
 }
+
+impl Drop for EmbeddedEngine {
+    /// Dropped without `shutdown` (the gateway's future was cancelled), the
+    /// session may still be open somewhere, and stopping the server waits for
+    /// it to close: wait on a thread of its own instead of blocking a runtime
+    /// worker.
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            std::thread::spawn(move || drop(server));
+        }
+    }
+}

@@ -54,11 +54,28 @@ async fn login<S: ClientStream>(
     stream: &mut S,
     gateway: &Arc<Gateway>,
 ) -> Result<Option<(ClientContext, BytesMut)>, ClientError> {
+    let mut ssl_done = false;
+    let mut gss_done = false;
     let message = loop {
         match read_startup_packet(stream).await? {
-            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+            StartupPacket::SslRequest if !ssl_done => {
+                ssl_done = true;
                 stream.write_all(b"N").await?;
                 stream.flush().await?;
+            }
+            StartupPacket::GssEncRequest if !gss_done => {
+                gss_done = true;
+                stream.write_all(b"N").await?;
+                stream.flush().await?;
+            }
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                // PostgreSQL reads a repeated request as a startup packet with
+                // a nonsense protocol version, and refuses it.
+                return Err(PgError::fatal(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0",
+                )
+                .into());
             }
             StartupPacket::Cancel {
                 process_id,
