@@ -203,6 +203,41 @@ async fn scram_accepts_the_right_password_and_refuses_wrong_ones_and_unknown_rol
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_from_a_users_file_log_in_with_plain_and_scram_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("userlist.txt");
+    // A stored secret as PostgreSQL keeps it in pg_authid.rolpassword.
+    let secret =
+        pgshare::frontend::scram::ScramSecret::from_password("bob-pw", b"0123456789abcdef", 4096);
+    std::fs::write(
+        &path,
+        format!("# roles\n\"alice\" \"alice-pw\"\n\"bob\" \"{secret}\"\n"),
+    )
+    .unwrap();
+    let mut config = test_config();
+    config.auth = AuthMethod::ScramSha256;
+    config.users = pgshare::config::read_users_file(&path)
+        .unwrap()
+        .into_iter()
+        .map(|(name, secret)| (name, Some(secret)))
+        .collect();
+    let gateway = Gateway::start_with(config).await;
+    let alice = connect_with_password(&gateway, "alice", "alice-pw")
+        .await
+        .unwrap();
+    assert_eq!(select_one(&alice).await, 1);
+    let bob = connect_with_password(&gateway, "bob", "bob-pw")
+        .await
+        .unwrap();
+    assert_eq!(select_one(&bob).await, 1);
+    let err = connect_with_password(&gateway, "bob", "alice-pw")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "28P01");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn md5_accepts_the_right_password_and_refuses_a_wrong_one() {
     let gateway = Gateway::start_with(password_config(AuthMethod::Md5)).await;
     let client = connect_with_password(&gateway, "postgres", PASSWORD)
