@@ -11,3 +11,4 @@ pub mod gateway;
 pub mod protocol;
 pub mod scheduler;
 pub mod session;
+pub mod sql;

@@ -1,18 +1,19 @@
 //! Which units of work may be pipelined behind other clients' units: those
 //! that are whole, need one round trip, and are certain to leave the engine
-//! idle (`ReadyForQuery` status `I`) when they start it idle.
+//! idle (`ReadyForQuery` status `I`) when they start it idle, without touching
+//! the session's settings.
 //!
-//! The test is deliberately narrow. One statement (no `;` before the end) whose
-//! first word is one of a few that can never open a transaction block or start
-//! COPY, written without comments, dollar quotes or backslash escapes that a
-//! simple scanner could misread. Anything else takes the exclusive path, which
-//! is always correct, only slower under load.
+//! The test is deliberately narrow: exactly one statement whose first word can
+//! never open a transaction block or start COPY, calling no function that
+//! changes session state. Anything else takes the exclusive path, which is
+//! always correct, only slower under load.
 
 use std::collections::{HashMap, VecDeque};
 
 use bytes::BytesMut;
 
 use crate::protocol::frame::{self, Reader};
+use crate::sql::lexer::{statements, tokenize};
 
 use super::names::Namespace;
 
@@ -21,55 +22,33 @@ const SELF_CONTAINED_KEYWORDS: &[&str] = &[
     "select", "values", "table", "show", "insert", "update", "delete", "with",
 ];
 
-/// True when `sql` is exactly one statement that cannot leave a transaction
-/// open or start COPY.
-pub fn is_self_contained(sql: &[u8]) -> bool {
-    let text = sql.trim_ascii();
-    let word_len = text.iter().take_while(|b| b.is_ascii_alphabetic()).count();
-    let word = &text[..word_len];
-    if !SELF_CONTAINED_KEYWORDS
-        .iter()
-        .any(|keyword| word.eq_ignore_ascii_case(keyword.as_bytes()))
-    {
-        return false;
-    }
-    let mut i = word_len;
-    while i < text.len() {
-        let next = text.get(i + 1).copied();
-        match text[i] {
-            quote @ (b'\'' | b'"') => match closing_quote(text, i, quote) {
-                Some(end) => i = end,
-                None => return false,
-            },
-            b'-' if next == Some(b'-') => return false,
-            b'/' if next == Some(b'*') => return false,
-            b'$' if !next.is_some_and(|b| b.is_ascii_digit()) => return false,
-            b';' => return text[i + 1..].iter().all(u8::is_ascii_whitespace),
-            _ => {}
-        }
-        i += 1;
-    }
-    true
-}
+/// Functions that change the session's state beyond the statement.
+const SESSION_FUNCTIONS: &[&str] = &[
+    "set_config",
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+    "pg_advisory_unlock",
+    "pg_advisory_unlock_shared",
+    "pg_advisory_unlock_all",
+];
 
-/// The index of the quote closing the one at `start`; `None` when unclosed or
-/// when a backslash makes the string's end depend on settings.
-fn closing_quote(text: &[u8], start: usize, quote: u8) -> Option<usize> {
-    let mut i = start + 1;
-    while i < text.len() {
-        match text[i] {
-            b'\\' if quote == b'\'' => return None,
-            b if b == quote => {
-                if text.get(i + 1) == Some(&quote) {
-                    i += 2;
-                    continue;
-                }
-                return Some(i);
-            }
-            _ => i += 1,
-        }
-    }
-    None
+/// True when `sql` is exactly one statement that cannot leave a transaction
+/// open, start COPY or change session state.
+pub fn is_self_contained(sql: &[u8]) -> bool {
+    let Some(tokens) = tokenize(sql) else {
+        return false;
+    };
+    let [statement] = statements(&tokens)[..] else {
+        return false;
+    };
+    SELF_CONTAINED_KEYWORDS
+        .iter()
+        .any(|keyword| statement[0].is_word(sql, keyword))
+        && !statement
+            .iter()
+            .any(|token| SESSION_FUNCTIONS.iter().any(|f| token.is_word(sql, f)))
 }
 
 /// When everything in `pending` is exactly one pipelinable unit, the number of
@@ -138,6 +117,11 @@ mod tests {
             "UPDATE t SET x = $1 WHERE id = $2",
             "WITH x AS (SELECT 1) SELECT * FROM x",
             "TABLE t",
+            // Semicolons inside quotes and comments do not end the statement.
+            "SELECT $$;$$",
+            "SELECT 1 -- ; BEGIN",
+            "SELECT 1 /* ; */",
+            "SELECT E'\\'; BEGIN; '",
         ] {
             assert!(is_self_contained(sql.as_bytes()), "{sql}");
         }
@@ -154,10 +138,8 @@ mod tests {
             "COPY t FROM STDIN",
             "SET search_path = x",
             "DO $$ BEGIN COMMIT; END $$",
-            "SELECT $$;$$",
-            "SELECT 1 -- ; BEGIN",
-            "SELECT 1 /* ; */",
-            "SELECT E'\\'; BEGIN; '",
+            "SELECT set_config('search_path', 'x', false)",
+            "SELECT pg_advisory_lock(1)",
             "SELECT 'unterminated",
             "CALL p()",
             "",
