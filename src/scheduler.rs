@@ -24,6 +24,7 @@ use tracing::warn;
 
 use crate::engine::EngineSession;
 use crate::session::cleanup::query;
+use crate::session::settings::Settings;
 
 /// What a pipelined unit's client receives, in order.
 pub enum UnitEvent {
@@ -40,6 +41,8 @@ pub struct PipelinedUnits {
     pub bytes: BytesMut,
     /// How many `ReadyForQuery` messages end them.
     pub ready_count: u32,
+    /// The client's settings, which the engine must carry when they run.
+    pub settings: Arc<Settings>,
     pub events: mpsc::Sender<UnitEvent>,
     /// Set by whoever acts first: the driver when it writes the units to the
     /// engine, or the client when it withdraws them (cancel, wait timeout).
@@ -112,7 +115,8 @@ fn gone() -> io::Error {
 /// A pipelined unit written to the engine and not yet fully answered.
 struct InFlight {
     ready_left: u32,
-    events: mpsc::Sender<UnitEvent>,
+    /// Where its answer goes; `None` for the gateway's own settings switch.
+    events: Option<mpsc::Sender<UnitEvent>>,
 }
 
 async fn drive(mut session: Option<EngineSession>, mut requests: mpsc::UnboundedReceiver<Request>) {
@@ -153,10 +157,16 @@ async fn drive(mut session: Option<EngineSession>, mut requests: mpsc::Unbounded
                     }
                     Some(Request::Pipelined(units)) => {
                         if !units.taken.swap(true, Ordering::SeqCst) {
+                            if let Some(switch) = units.settings.switch_from(&engine.settings) {
+                                // The switch's answer goes to no one.
+                                to_engine.extend_from_slice(&switch);
+                                in_flight.push_back(InFlight { ready_left: 1, events: None });
+                                engine.settings = units.settings.clone();
+                            }
                             to_engine.extend_from_slice(&units.bytes);
                             in_flight.push_back(InFlight {
                                 ready_left: units.ready_count,
-                                events: units.events,
+                                events: Some(units.events),
                             });
                         }
                         Ok(())
@@ -173,9 +183,8 @@ async fn drive(mut session: Option<EngineSession>, mut requests: mpsc::Unbounded
             warn!(
                 "the engine session failed: {err}; its clients get errors until pgshare is restarted"
             );
-            for unit in in_flight.drain(..) {
-                let _ = unit
-                    .events
+            for events in in_flight.drain(..).filter_map(|unit| unit.events) {
+                let _ = events
                     .send(UnitEvent::Failed(io::Error::new(
                         err.kind(),
                         err.to_string(),
@@ -213,12 +222,16 @@ async fn route(engine: &mut EngineSession, in_flight: &mut VecDeque<InFlight>) -
         }
         unit.ready_left -= ready_seen;
         // A client that left only loses its own answer.
-        let _ = unit.events.send(UnitEvent::Output(output)).await;
+        if let Some(events) = &unit.events {
+            let _ = events.send(UnitEvent::Output(output)).await;
+        }
         if unit.ready_left > 0 {
             return Ok(());
         }
         let unit = in_flight.pop_front().expect("front unit exists");
-        let _ = unit.events.send(UnitEvent::Done).await;
+        if let Some(events) = unit.events {
+            let _ = events.send(UnitEvent::Done).await;
+        }
         if in_flight.is_empty() && engine.status() != b'I' {
             // Pipelined units are chosen to end idle; never leave a stray
             // transaction to the next client if one did not.

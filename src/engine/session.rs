@@ -2,11 +2,13 @@
 //! buffer and the transaction status of its last `ReadyForQuery`.
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::frame::{self, Reader};
+use crate::session::settings::Settings;
 
 /// Backend messages are trusted more than client ones, but a length beyond this
 /// still means the stream is corrupt.
@@ -19,6 +21,16 @@ pub struct EngineSession {
     pub output: Box<dyn AsyncWrite + Send + Unpin>,
     /// The `ParameterStatus` values the engine reported at startup.
     pub parameters: Vec<(String, String)>,
+    /// The session settings the engine carries now (see `session::settings`).
+    pub settings: Arc<Settings>,
+}
+
+/// What the engine answered to one of the gateway's own queries.
+pub struct Reply {
+    /// The `DataRow` messages, whole.
+    pub rows: Vec<BytesMut>,
+    /// The first `ErrorResponse`, whole, if any.
+    pub error: Option<BytesMut>,
 }
 
 pub struct EngineInput {
@@ -45,6 +57,7 @@ impl EngineSession {
             },
             output: writer,
             parameters: Vec::new(),
+            settings: Arc::default(),
         };
         session
             .output
@@ -90,6 +103,25 @@ impl EngineSession {
     /// `I`, `T` or `E` from the engine's last `ReadyForQuery`.
     pub fn status(&self) -> u8 {
         self.input.status
+    }
+
+    /// Runs one simple `Query` message of the gateway's own and collects its
+    /// rows and first error; nothing of it reaches a client.
+    pub async fn run_collecting(&mut self, query: &[u8]) -> io::Result<Reply> {
+        self.send(query).await?;
+        let mut reply = Reply {
+            rows: Vec::new(),
+            error: None,
+        };
+        loop {
+            let message = self.input.recv().await?;
+            match message[0] {
+                b'D' => reply.rows.push(message),
+                b'E' if reply.error.is_none() => reply.error = Some(message),
+                b'Z' => return Ok(reply),
+                _ => {}
+            }
+        }
     }
 
     /// Sends `bytes`, which must end with `expected_ready` Query/Sync messages,

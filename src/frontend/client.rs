@@ -22,11 +22,12 @@ use crate::config::Config;
 use crate::database::Database;
 use crate::protocol::backend::ready_for_query;
 use crate::protocol::error::{PgError, sqlstate};
-use crate::protocol::frame;
+use crate::protocol::frame::{self, Reader};
 use crate::scheduler::{Lease, PipelinedUnits, UnitEvent};
 use crate::session::cleanup;
 use crate::session::names::Namespace;
 use crate::session::pipeline::single_pipelinable_unit;
+use crate::session::settings::{self, Settings};
 use crate::session::unit::UnitOfWork;
 
 use super::transport::{ClientStream, send_error};
@@ -53,6 +54,8 @@ pub struct ClientContext {
     pub user: String,
     pub database: Arc<Database>,
     pub config: Arc<Config>,
+    /// The client's session settings as of login.
+    pub settings: Arc<Settings>,
     pub _permit: OwnedSemaphorePermit,
 }
 
@@ -82,11 +85,16 @@ struct Client {
     /// An error ended an unfinished extended-protocol sequence before it ran;
     /// its messages are skipped up to its `Sync`, as PostgreSQL does.
     skipping_to_sync: bool,
+    /// The client's session settings, which the engine carries while it runs.
+    settings: Arc<Settings>,
+    /// The current unit may have changed settings: read them back at its end.
+    settings_may_change: bool,
 }
 
 /// Serves a logged-in client until it leaves, then cleans up after it.
 pub async fn serve<S: ClientStream>(stream: &mut S, inbuf: BytesMut, ctx: ClientContext) {
     let names = Namespace::new(ctx.key.process_id);
+    let settings = ctx.settings.clone();
     let mut client = Client {
         ctx,
         names,
@@ -97,6 +105,8 @@ pub async fn serve<S: ClientStream>(stream: &mut S, inbuf: BytesMut, ctx: Client
         lease: None,
         client_done: false,
         skipping_to_sync: false,
+        settings,
+        settings_may_change: false,
     };
     let end = match client.run(stream).await {
         Ok(()) => End::Left,
@@ -183,7 +193,22 @@ impl Client {
                     continue;
                 }
                 match self.acquire(stream).await? {
-                    Some(lease) => self.lease = Some(lease),
+                    Some(mut lease) => {
+                        if let Some(engine) = lease.session.as_mut() {
+                            let id = self.ctx.key.process_id;
+                            if let Err(error) = settings::switch(engine, &self.settings)
+                                .await
+                                .map_err(End::Engine)?
+                            {
+                                warn!(
+                                    client = id,
+                                    "the client's settings could not be restored: {error}; it continues with the defaults"
+                                );
+                                self.settings = engine.settings.clone();
+                            }
+                        }
+                        self.lease = Some(lease);
+                    }
                     None => continue,
                 }
             }
@@ -196,6 +221,10 @@ impl Client {
                 return Err(End::Fatal(engine_unavailable()));
             };
             if self.to_engine.is_empty() && self.unit.answered() && engine.status() == b'I' {
+                if self.settings_may_change {
+                    self.settings = settings::capture(engine).await.map_err(End::Engine)?;
+                    self.settings_may_change = false;
+                }
                 self.lease = None;
                 continue;
             }
@@ -316,6 +345,7 @@ impl Client {
         self.ctx.database.scheduler.submit(PipelinedUnits {
             bytes,
             ready_count,
+            settings: self.settings.clone(),
             events,
             taken: taken.clone(),
         });
@@ -417,6 +447,9 @@ impl Client {
                 self.pending.clear();
                 break;
             }
+            if self.may_change_settings(&message) {
+                self.settings_may_change = true;
+            }
             match self.names.rewrite(&message).map_err(End::Fatal)? {
                 Some(rewritten) => self.to_engine.extend_from_slice(&rewritten),
                 None => self.to_engine.extend_from_slice(&message),
@@ -430,6 +463,25 @@ impl Client {
             self.to_engine.extend_from_slice(FLUSH);
         }
         Ok(())
+    }
+
+    /// Whether forwarding `message` may change the client's settings.
+    fn may_change_settings(&self, message: &[u8]) -> bool {
+        let mut reader = Reader::new(frame::body(message));
+        match message[0] {
+            b'Q' => reader.cstr().is_ok_and(settings::may_change_settings),
+            b'P' => {
+                let _name = reader.cstr();
+                reader.cstr().is_ok_and(settings::may_change_settings)
+            }
+            b'B' => {
+                let _portal = reader.cstr();
+                reader
+                    .cstr()
+                    .is_ok_and(|statement| self.names.changes_settings(statement))
+            }
+            _ => false,
+        }
     }
 
     /// Leaves the engine session as a new connection would find it.

@@ -10,10 +10,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, info};
 
 use crate::cancel::CancelOutcome;
+use crate::database::Database;
 use crate::gateway::Gateway;
 use crate::protocol::backend;
 use crate::protocol::error::{PgError, sqlstate};
-use crate::protocol::startup::{self, NEWEST_MINOR, StartupPacket};
+use crate::protocol::startup::{self, NEWEST_MINOR, StartupMessage, StartupPacket};
+use crate::session::settings::{self, Settings};
 
 use super::auth::authenticate;
 use super::client::{self, ClientContext};
@@ -136,13 +138,10 @@ async fn login<S: ClientStream>(
         .into());
     };
 
+    let (settings, parameters) = startup_settings(&database, &message).await?;
     let (key, cancel) = gateway.cancels.register();
     stream
-        .write_all(&welcome(
-            &database.parameters,
-            key.process_id,
-            key.secret_key,
-        ))
+        .write_all(&welcome(&parameters, key.process_id, key.secret_key))
         .await?;
     stream.flush().await?;
     Ok(Some((
@@ -152,10 +151,42 @@ async fn login<S: ClientStream>(
             user: message.user().to_string(),
             database,
             config: gateway.config.clone(),
+            settings,
             _permit: permit,
         },
         buf,
     )))
+}
+
+/// Applies the client's startup parameters on the engine once, so that a bad
+/// value is refused at login as PostgreSQL refuses it, and reads back the
+/// values the engine normalised them to. Returns the client's settings and the
+/// parameters to report to it.
+async fn startup_settings(
+    database: &Database,
+    message: &StartupMessage,
+) -> Result<(Arc<Settings>, Vec<(String, String)>), ClientError> {
+    let requested = Arc::new(Settings::from_startup(&message.params));
+    let mut parameters = database.parameters.clone();
+    if requested.is_empty() {
+        return Ok((requested, parameters));
+    }
+    let mut lease = database.scheduler.lease().await;
+    let Some(engine) = lease.session.as_mut() else {
+        return Err(PgError::fatal(
+            sqlstate::CONNECTION_FAILURE,
+            "the database engine is not available",
+        )
+        .into());
+    };
+    settings::switch(engine, &requested).await??;
+    let applied = settings::capture(engine).await?;
+    for (name, value) in &mut parameters {
+        if let Some(applied) = applied.get(name) {
+            *value = applied.to_string();
+        }
+    }
+    Ok((applied, parameters))
 }
 
 async fn read_startup_packet<S: ClientStream>(

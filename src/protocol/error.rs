@@ -1,6 +1,9 @@
 //! Errors that reach a client as `ErrorResponse` messages with a real SQLSTATE.
 
+use std::borrow::Cow;
 use std::fmt;
+
+use super::frame::{self, Reader};
 
 /// SQLSTATE codes the gateway itself reports, named as in PostgreSQL's errcodes.
 pub mod sqlstate {
@@ -37,7 +40,7 @@ impl Severity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgError {
     pub severity: Severity,
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     pub message: String,
     pub hint: Option<String>,
 }
@@ -46,7 +49,7 @@ impl PgError {
     pub fn error(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             severity: Severity::Error,
-            code,
+            code: Cow::Borrowed(code),
             message: message.into(),
             hint: None,
         }
@@ -55,7 +58,7 @@ impl PgError {
     pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             severity: Severity::Fatal,
-            code,
+            code: Cow::Borrowed(code),
             message: message.into(),
             hint: None,
         }
@@ -64,6 +67,23 @@ impl PgError {
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
+    }
+
+    /// The code and message of an engine's `ErrorResponse`, as a FATAL error.
+    pub fn fatal_from_response(message: &[u8]) -> Self {
+        let mut error = Self::fatal(sqlstate::INTERNAL_ERROR, "unknown error");
+        let mut reader = Reader::new(frame::body(message));
+        while let Ok(field) = reader.byte() {
+            let Ok(value) = reader.cstr() else { break };
+            let value = String::from_utf8_lossy(value).into_owned();
+            match field {
+                b'C' => error.code = Cow::Owned(value),
+                b'M' => error.message = value,
+                b'H' => error.hint = Some(value),
+                _ => {}
+            }
+        }
+        error
     }
 
     pub fn protocol_violation(message: impl Into<String>) -> Self {
@@ -77,7 +97,7 @@ impl PgError {
         for (field, value) in [
             (b'S', severity),
             (b'V', severity),
-            (b'C', self.code),
+            (b'C', &*self.code),
             (b'M', self.message.as_str()),
         ] {
             push_field(&mut body, field, value);

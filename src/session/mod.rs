@@ -5,4 +5,5 @@
 pub mod cleanup;
 pub mod names;
 pub mod pipeline;
+pub mod settings;
 pub mod unit;

@@ -15,16 +15,25 @@ use crate::protocol::error::PgError;
 use crate::protocol::frame::{self, Reader};
 
 use super::pipeline::is_self_contained;
+use super::settings::may_change_settings;
 
 /// PostgreSQL compares statement and portal names on their first 63 bytes.
 const MAX_NAME_LEN: usize = 63;
 
+/// What the gateway knows of a named prepared statement's SQL.
+#[derive(Debug, Clone, Copy)]
+struct StatementInfo {
+    /// See `pipeline::is_self_contained`.
+    self_contained: bool,
+    /// See `settings::may_change_settings`.
+    changes_settings: bool,
+}
+
 /// One client's names and the ones it has on the engine.
 pub struct Namespace {
     prefix: String,
-    /// Engine names of the client's named prepared statements, with whether
-    /// each is self-contained (see `pipeline`).
-    statements: HashMap<Vec<u8>, bool>,
+    /// The client's named prepared statements, by engine name.
+    statements: HashMap<Vec<u8>, StatementInfo>,
 }
 
 impl Namespace {
@@ -58,10 +67,16 @@ impl Namespace {
 
     /// Whether the client's statement `name` is known and self-contained.
     pub fn is_self_contained(&self, name: &[u8]) -> bool {
-        self.statements
-            .get(&self.engine_name(name))
-            .copied()
-            .unwrap_or(false)
+        self.info(name).is_some_and(|info| info.self_contained)
+    }
+
+    /// Whether running the client's statement `name` may change settings.
+    pub fn changes_settings(&self, name: &[u8]) -> bool {
+        self.info(name).is_some_and(|info| info.changes_settings)
+    }
+
+    fn info(&self, name: &[u8]) -> Option<StatementInfo> {
+        self.statements.get(&self.engine_name(name)).copied()
     }
 
     /// Rewrites a frontend message for the engine when it names a statement or
@@ -79,7 +94,11 @@ impl Namespace {
                 let engine = self.engine_name(name);
                 push_cstr(&mut out, &engine);
                 let sql = Reader::new(reader.rest()).cstr()?;
-                self.statements.insert(engine, is_self_contained(sql));
+                let info = StatementInfo {
+                    self_contained: is_self_contained(sql),
+                    changes_settings: may_change_settings(sql),
+                };
+                self.statements.insert(engine, info);
             }
             b'B' => {
                 let portal = reader.cstr()?;

@@ -1,0 +1,198 @@
+//! Two and more clients interleaving session features on one shared engine
+//! session, each seeing what it would see on its own PostgreSQL connection.
+
+mod support;
+
+use futures_util::future::join_all;
+use support::{Gateway, sqlstate};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// The first column of the first row of a simple query.
+async fn value(client: &Client, sql: &str) -> String {
+    let messages = client.simple_query(sql).await.unwrap();
+    messages
+        .iter()
+        .find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("NULL").to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no row from {sql}"))
+}
+
+async fn two_schemas(client: &Client) {
+    client
+        .batch_execute(
+            "CREATE SCHEMA one; CREATE TABLE one.t(x text); INSERT INTO one.t VALUES ('one');
+             CREATE SCHEMA two; CREATE TABLE two.t(x text); INSERT INTO two.t VALUES ('two');",
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_belongs_to_the_client_that_ran_it() {
+    let gateway = Gateway::start().await;
+    let a = gateway.connect().await;
+    let b = gateway.connect().await;
+    two_schemas(&a).await;
+    let default_path = value(&b, "SHOW search_path").await;
+    let default_zone = value(&b, "SHOW TimeZone").await;
+    a.batch_execute("SET search_path = one").await.unwrap();
+    b.batch_execute("SET SESSION TimeZone = 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(value(&a, "SHOW search_path").await, "one");
+        assert_eq!(value(&b, "SHOW search_path").await, default_path);
+        assert_eq!(
+            value(&a, "SELECT current_setting('TimeZone')").await,
+            default_zone
+        );
+        assert_eq!(
+            value(&b, "SELECT current_setting('TimeZone')").await,
+            "Asia/Tokyo"
+        );
+        assert_eq!(value(&a, "SELECT x FROM t").await, "one");
+        // Extended protocol too: tokio-postgres prepares and binds.
+        let zone: String = b
+            .query_one("SELECT current_setting('TimeZone')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(zone, "Asia/Tokyo");
+    }
+    b.batch_execute("SELECT set_config('search_path', 'two', false)")
+        .await
+        .unwrap();
+    assert_eq!(value(&b, "SELECT x FROM t").await, "two");
+    assert_eq!(value(&a, "SELECT x FROM t").await, "one");
+    a.batch_execute("RESET search_path").await.unwrap();
+    assert_eq!(value(&a, "SHOW search_path").await, default_path);
+    assert_eq!(value(&b, "SHOW search_path").await, "two");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_local_and_rolled_back_set_do_not_stick() {
+    let gateway = Gateway::start().await;
+    let a = gateway.connect().await;
+    let b = gateway.connect().await;
+    let default_zone = value(&b, "SHOW TimeZone").await;
+    a.batch_execute("BEGIN; SET LOCAL TimeZone = 'Asia/Tokyo'; COMMIT")
+        .await
+        .unwrap();
+    a.batch_execute("BEGIN; SET TimeZone = 'Europe/Paris'; ROLLBACK")
+        .await
+        .unwrap();
+    assert_eq!(value(&a, "SHOW TimeZone").await, default_zone);
+    assert_eq!(value(&b, "SHOW TimeZone").await, default_zone);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_parameters_and_options_belong_to_the_client() {
+    let gateway = Gateway::start().await;
+    let setup = gateway.connect().await;
+    two_schemas(&setup).await;
+    let mut config = gateway.config_for("postgres", "postgres");
+    config
+        .application_name("reporting")
+        .options("-c search_path=two -c statement_timeout=5s");
+    let with_options = gateway.try_connect(config).await.unwrap();
+    let plain = gateway.connect().await;
+    assert_eq!(
+        value(&with_options, "SHOW application_name").await,
+        "reporting"
+    );
+    assert_eq!(value(&with_options, "SELECT x FROM t").await, "two");
+    assert_eq!(value(&with_options, "SHOW statement_timeout").await, "5s");
+    assert_eq!(value(&plain, "SHOW application_name").await, "");
+    assert_eq!(value(&plain, "SHOW statement_timeout").await, "0");
+    let err = plain.simple_query("SELECT x FROM t").await.unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        "42P01",
+        "the plain client has no schema two on its path"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_startup_setting_is_refused_at_login() {
+    let gateway = Gateway::start().await;
+    let default_zone = value(&gateway.connect().await, "SHOW TimeZone").await;
+    let mut config = gateway.config_for("postgres", "postgres");
+    config.options("-c TimeZone=Mars/Olympus_Mons");
+    let err = gateway.try_connect(config).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "22023");
+    let mut config = gateway.config_for("postgres", "postgres");
+    config.options("-c no_such_setting=1");
+    let err = gateway.try_connect(config).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42704");
+    // The engine is left clean for the next client.
+    let next = gateway.connect().await;
+    assert_eq!(value(&next, "SHOW TimeZone").await, default_zone);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_with_different_paths_read_their_own_tables_concurrently() {
+    let gateway = Gateway::start().await;
+    let setup = gateway.connect().await;
+    two_schemas(&setup).await;
+    let clients: Vec<Client> = join_all((0..8).map(|_| gateway.connect())).await;
+    for (i, client) in clients.iter().enumerate() {
+        let schema = if i % 2 == 0 { "one" } else { "two" };
+        client
+            .batch_execute(&format!("SET search_path = {schema}"))
+            .await
+            .unwrap();
+    }
+    // Single autocommit SELECTs are pipelined behind each other's; the
+    // engine must still switch search_path between clients.
+    let reads = clients.iter().enumerate().map(|(i, client)| async move {
+        let expected = if i % 2 == 0 { "one" } else { "two" };
+        for _ in 0..25 {
+            assert_eq!(value(client, "SELECT x FROM t").await, expected);
+            let row = client.query_one("SELECT x FROM t", &[]).await.unwrap();
+            assert_eq!(row.get::<_, String>(0), expected);
+        }
+    });
+    join_all(reads).await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_with_pgoptions_keeps_its_path_beside_another_client() {
+    let gateway = Gateway::start().await;
+    let other = gateway.connect().await;
+    two_schemas(&other).await;
+    other.batch_execute("SET search_path = two").await.unwrap();
+    let url = gateway.url();
+    let psql = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("psql")
+            .args([
+                &url,
+                "-X",
+                "-A",
+                "-t",
+                "-c",
+                "SELECT x FROM t",
+                "-c",
+                "SHOW search_path",
+            ])
+            .env("PGOPTIONS", "-c search_path=one")
+            .output()
+            .expect("psql must be installed")
+    });
+    assert_eq!(value(&other, "SELECT x FROM t").await, "two");
+    let output = psql.await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "one\none\n");
+    assert_eq!(value(&other, "SELECT x FROM t").await, "two");
+    gateway.stop().await;
+}
