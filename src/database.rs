@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::scheduler::Scheduler;
+use crate::session::listen::Notifier;
 
 /// One database: its engine session behind a scheduler, and the parameters the
 /// engine reported at startup (every client gets them after login).
@@ -10,6 +11,8 @@ pub struct Database {
     pub name: String,
     pub scheduler: Scheduler,
     pub parameters: Vec<(String, String)>,
+    /// Who listens to which channel.
+    pub notifier: Arc<Notifier>,
 }
 
 /// Every database the gateway serves.

@@ -16,6 +16,7 @@ use crate::database::{Database, Databases};
 use crate::engine::embedded::EmbeddedEngine;
 use crate::frontend::login::serve_connection;
 use crate::scheduler::Scheduler;
+use crate::session::listen::Notifier;
 
 /// Name of the database the embedded engine serves.
 pub const DEFAULT_DATABASE: &str = "postgres";
@@ -60,10 +61,12 @@ impl Server {
         let (engine, session) =
             EmbeddedEngine::open(config.storage.clone(), config.relaxed_durability).await?;
         let mut databases = Databases::default();
+        let notifier = Arc::new(Notifier::default());
         databases.add(Database {
             name: DEFAULT_DATABASE.to_string(),
             parameters: session.parameters.clone(),
-            scheduler: Scheduler::start(session),
+            scheduler: Scheduler::start(session, notifier.clone()),
+            notifier,
         });
         let gateway = Arc::new(Gateway {
             connections: Arc::new(Semaphore::new(config.max_client_conn)),

@@ -24,6 +24,7 @@ use tracing::warn;
 
 use crate::engine::EngineSession;
 use crate::session::cleanup::query;
+use crate::session::listen::Notifier;
 use crate::session::settings::Settings;
 
 /// What a pipelined unit's client receives, in order.
@@ -43,6 +44,8 @@ pub struct PipelinedUnits {
     pub ready_count: u32,
     /// The client's settings, which the engine must carry when they run.
     pub settings: Arc<Settings>,
+    /// The client's process id, for the notifications its units send.
+    pub client: i32,
     pub events: mpsc::Sender<UnitEvent>,
     /// Set by whoever acts first: the driver when it writes the units to the
     /// engine, or the client when it withdraws them (cancel, wait timeout).
@@ -76,9 +79,9 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Starts the driver task for `session`.
-    pub fn start(session: EngineSession) -> Self {
+    pub fn start(session: EngineSession, notifier: Arc<Notifier>) -> Self {
         let (requests, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(drive(Some(session), receiver));
+        tokio::spawn(drive(Some(session), receiver, notifier));
         Self { requests }
     }
 
@@ -115,11 +118,17 @@ fn gone() -> io::Error {
 /// A pipelined unit written to the engine and not yet fully answered.
 struct InFlight {
     ready_left: u32,
+    /// The client whose unit it is; `None` for the gateway's own.
+    client: Option<i32>,
     /// Where its answer goes; `None` for the gateway's own settings switch.
     events: Option<mpsc::Sender<UnitEvent>>,
 }
 
-async fn drive(mut session: Option<EngineSession>, mut requests: mpsc::UnboundedReceiver<Request>) {
+async fn drive(
+    mut session: Option<EngineSession>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    notifier: Arc<Notifier>,
+) {
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut to_engine = BytesMut::new();
     // An exclusive request waits here until everything in flight is answered.
@@ -160,12 +169,17 @@ async fn drive(mut session: Option<EngineSession>, mut requests: mpsc::Unbounded
                             if let Some(switch) = units.settings.switch_from(&engine.settings) {
                                 // The switch's answer goes to no one.
                                 to_engine.extend_from_slice(&switch);
-                                in_flight.push_back(InFlight { ready_left: 1, events: None });
+                                in_flight.push_back(InFlight {
+                                    ready_left: 1,
+                                    client: None,
+                                    events: None,
+                                });
                                 engine.settings = units.settings.clone();
                             }
                             to_engine.extend_from_slice(&units.bytes);
                             in_flight.push_back(InFlight {
                                 ready_left: units.ready_count,
+                                client: Some(units.client),
                                 events: Some(units.events),
                             });
                         }
@@ -175,7 +189,7 @@ async fn drive(mut session: Option<EngineSession>, mut requests: mpsc::Unbounded
             }
             sent = engine.output.write_buf(&mut to_engine), if !to_engine.is_empty() => sent.map(drop),
             filled = engine.input.fill(), if !in_flight.is_empty() => match filled {
-                Ok(()) => route(engine, &mut in_flight).await,
+                Ok(()) => route(engine, &mut in_flight, &notifier).await,
                 Err(err) => Err(err),
             },
         };
@@ -214,12 +228,21 @@ async fn lend(
 }
 
 /// Hands buffered engine output to the pipelined units it answers.
-async fn route(engine: &mut EngineSession, in_flight: &mut VecDeque<InFlight>) -> io::Result<()> {
+async fn route(
+    engine: &mut EngineSession,
+    in_flight: &mut VecDeque<InFlight>,
+    notifier: &Notifier,
+) -> io::Result<()> {
     while let Some(unit) = in_flight.front_mut() {
-        let (output, ready_seen) = engine.input.take_until_ready(unit.ready_left)?;
+        let (output, ready_seen, notifications) = engine.input.take_until_ready(unit.ready_left)?;
         if output.is_empty() {
             return Ok(());
         }
+        let output = if notifications {
+            notifier.route(output, unit.client)
+        } else {
+            output
+        };
         unit.ready_left -= ready_seen;
         // A client that left only loses its own answer.
         if let Some(events) = &unit.events {

@@ -196,3 +196,116 @@ async fn psql_with_pgoptions_keeps_its_path_beside_another_client() {
     assert_eq!(value(&other, "SELECT x FROM t").await, "two");
     gateway.stop().await;
 }
+
+/// A client whose notifications arrive on the returned channel.
+async fn listening_client(
+    gateway: &Gateway,
+) -> (
+    Client,
+    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+) {
+    let (client, mut connection) = gateway
+        .config_for("postgres", "postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notification(note) = message {
+                let _ = tx.send(note);
+            }
+        }
+    });
+    (client, rx)
+}
+
+async fn next_notification(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
+) -> Option<tokio_postgres::Notification> {
+    tokio::time::timeout(std::time::Duration::from_millis(500), rx.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_reaches_exactly_the_idle_listeners() {
+    let gateway = Gateway::start().await;
+    let (a, mut a_notes) = listening_client(&gateway).await;
+    let (c, mut c_notes) = listening_client(&gateway).await;
+    let b = gateway.connect().await;
+    a.batch_execute("LISTEN jobs").await.unwrap();
+    c.batch_execute("LISTEN other").await.unwrap();
+    // A sits idle; B's NOTIFY must reach it without A sending anything.
+    b.batch_execute("NOTIFY jobs, 'first'").await.unwrap();
+    let note = next_notification(&mut a_notes)
+        .await
+        .expect("A gets B's notification");
+    assert_eq!((note.channel(), note.payload()), ("jobs", "first"));
+    assert!(
+        next_notification(&mut c_notes).await.is_none(),
+        "C listens elsewhere"
+    );
+    // A notification raised in a rolled-back transaction is never delivered.
+    b.batch_execute("BEGIN; NOTIFY jobs, 'rolled back'; ROLLBACK")
+        .await
+        .unwrap();
+    b.batch_execute("SELECT pg_notify('jobs', 'second')")
+        .await
+        .unwrap();
+    let note = next_notification(&mut a_notes)
+        .await
+        .expect("the second notification");
+    assert_eq!(note.payload(), "second");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlisten_and_disconnect_remove_only_the_clients_own_channels() {
+    let gateway = Gateway::start().await;
+    let (a, mut a_notes) = listening_client(&gateway).await;
+    let (b, mut b_notes) = listening_client(&gateway).await;
+    let sender = gateway.connect().await;
+    a.batch_execute("LISTEN shared").await.unwrap();
+    b.batch_execute("LISTEN shared; LISTEN b_only")
+        .await
+        .unwrap();
+    b.batch_execute("UNLISTEN *").await.unwrap();
+    sender
+        .batch_execute("NOTIFY shared, 'x'; NOTIFY b_only, 'y'")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_notification(&mut a_notes)
+            .await
+            .expect("A still listens")
+            .payload(),
+        "x"
+    );
+    assert!(next_notification(&mut a_notes).await.is_none());
+    assert!(
+        next_notification(&mut b_notes).await.is_none(),
+        "B unlistened everything"
+    );
+    // When B listens again and A leaves, the engine listens to B's channel only.
+    b.batch_execute("LISTEN b_only").await.unwrap();
+    drop(a);
+    let mut channels = Vec::new();
+    for _ in 0..50 {
+        channels = sender
+            .query("SELECT pg_listening_channels()::text ORDER BY 1", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect();
+        if channels == ["b_only"] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(channels, ["b_only"]);
+    gateway.stop().await;
+}

@@ -167,11 +167,12 @@ impl EngineInput {
     }
 
     /// Takes the whole messages buffered so far, stopping after the
-    /// `max_ready`-th `ReadyForQuery`; returns them and how many of those there
-    /// were.
-    pub fn take_until_ready(&mut self, max_ready: u32) -> io::Result<(BytesMut, u32)> {
-        let (end, ready) = self.scan(max_ready, &mut |_| {})?;
-        Ok((self.inbuf.split_to(end), ready))
+    /// `max_ready`-th `ReadyForQuery`; returns them, how many of those there
+    /// were, and whether a `NotificationResponse` is among them.
+    pub fn take_until_ready(&mut self, max_ready: u32) -> io::Result<(BytesMut, u32, bool)> {
+        let mut notifications = false;
+        let (end, ready) = self.scan(max_ready, &mut |tag| notifications |= tag == b'A')?;
+        Ok((self.inbuf.split_to(end), ready, notifications))
     }
 
     /// Finds the end of the buffered whole messages, up to `max_ready`

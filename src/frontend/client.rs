@@ -25,6 +25,7 @@ use crate::protocol::error::{PgError, sqlstate};
 use crate::protocol::frame::{self, Reader};
 use crate::scheduler::{Lease, PipelinedUnits, UnitEvent};
 use crate::session::cleanup;
+use crate::session::listen;
 use crate::session::names::Namespace;
 use crate::session::pipeline::single_pipelinable_unit;
 use crate::session::settings::{self, Settings};
@@ -89,12 +90,19 @@ struct Client {
     settings: Arc<Settings>,
     /// The current unit may have changed settings: read them back at its end.
     settings_may_change: bool,
+    /// The current unit may have changed what the client listens to.
+    listens_may_change: bool,
+    /// Channels the current unit's LISTEN statements name.
+    listened: Vec<String>,
+    /// Notifications from other clients' units, to pass on while idle.
+    inbox: mpsc::UnboundedReceiver<BytesMut>,
 }
 
 /// Serves a logged-in client until it leaves, then cleans up after it.
 pub async fn serve<S: ClientStream>(stream: &mut S, inbuf: BytesMut, ctx: ClientContext) {
     let names = Namespace::new(ctx.key.process_id);
     let settings = ctx.settings.clone();
+    let inbox = ctx.database.notifier.register(ctx.key.process_id);
     let mut client = Client {
         ctx,
         names,
@@ -107,6 +115,9 @@ pub async fn serve<S: ClientStream>(stream: &mut S, inbuf: BytesMut, ctx: Client
         skipping_to_sync: false,
         settings,
         settings_may_change: false,
+        listens_may_change: false,
+        listened: Vec::new(),
+        inbox,
     };
     let end = match client.run(stream).await {
         Ok(()) => End::Left,
@@ -166,8 +177,12 @@ impl Client {
                     if self.client_done {
                         return Ok(());
                     }
-                    let read = stream.read_buf(&mut self.inbuf).await;
-                    self.take_client_input(read)?;
+                    tokio::select! {
+                        read = stream.read_buf(&mut self.inbuf) => self.take_client_input(read)?,
+                        Some(notification) = self.inbox.recv() => {
+                            write_client(stream, &notification).await?;
+                        }
+                    }
                     continue;
                 }
                 if self.skipping_to_sync {
@@ -225,6 +240,17 @@ impl Client {
                     self.settings = settings::capture(engine).await.map_err(End::Engine)?;
                     self.settings_may_change = false;
                 }
+                if self.listens_may_change {
+                    let id = self.ctx.key.process_id;
+                    let listened = std::mem::take(&mut self.listened);
+                    self.ctx
+                        .database
+                        .notifier
+                        .reconcile(engine, Some(id), &listened)
+                        .await
+                        .map_err(End::Engine)?;
+                    self.listens_may_change = false;
+                }
                 self.lease = None;
                 continue;
             }
@@ -251,10 +277,18 @@ impl Client {
                 filled = engine.input.fill() => {
                     filled.map_err(End::Engine)?;
                     let unit = &mut self.unit;
-                    let output = engine
+                    let mut notifications = false;
+                    let mut output = engine
                         .input
-                        .take_complete(|tag| unit.received(tag))
+                        .take_complete(|tag| {
+                            unit.received(tag);
+                            notifications |= tag == b'A';
+                        })
                         .map_err(End::Engine)?;
+                    if notifications {
+                        let id = self.ctx.key.process_id;
+                        output = self.ctx.database.notifier.route(output, Some(id));
+                    }
                     if !output.is_empty() {
                         stream.write_all(&output).await.map_err(End::ClientIo)?;
                         stream.flush().await.map_err(End::ClientIo)?;
@@ -346,6 +380,7 @@ impl Client {
             bytes,
             ready_count,
             settings: self.settings.clone(),
+            client: self.ctx.key.process_id,
             events,
             taken: taken.clone(),
         });
@@ -447,9 +482,7 @@ impl Client {
                 self.pending.clear();
                 break;
             }
-            if self.may_change_settings(&message) {
-                self.settings_may_change = true;
-            }
+            self.note_session_changes(&message);
             match self.names.rewrite(&message).map_err(End::Fatal)? {
                 Some(rewritten) => self.to_engine.extend_from_slice(&rewritten),
                 None => self.to_engine.extend_from_slice(&message),
@@ -465,29 +498,40 @@ impl Client {
         Ok(())
     }
 
-    /// Whether forwarding `message` may change the client's settings.
-    fn may_change_settings(&self, message: &[u8]) -> bool {
+    /// Notes what forwarding `message` may change in the client's session:
+    /// settings, or channels it listens to.
+    fn note_session_changes(&mut self, message: &[u8]) {
         let mut reader = Reader::new(frame::body(message));
-        match message[0] {
-            b'Q' => reader.cstr().is_ok_and(settings::may_change_settings),
-            b'P' => {
-                let _name = reader.cstr();
-                reader.cstr().is_ok_and(settings::may_change_settings)
-            }
+        let sql = match message[0] {
+            b'Q' => reader.cstr().ok(),
+            b'P' => reader.cstr().and_then(|_name| reader.cstr()).ok(),
             b'B' => {
-                let _portal = reader.cstr();
-                reader
-                    .cstr()
-                    .is_ok_and(|statement| self.names.changes_settings(statement))
+                let statement = reader.cstr().and_then(|_portal| reader.cstr());
+                if statement.is_ok_and(|statement| self.names.changes_settings(statement)) {
+                    self.settings_may_change = true;
+                }
+                None
             }
-            _ => false,
+            _ => None,
+        };
+        let Some(sql) = sql else {
+            return;
+        };
+        if settings::may_change_settings(sql) {
+            self.settings_may_change = true;
+        }
+        if listen::may_change_listens(sql) {
+            self.listens_may_change = true;
+            self.listened.extend(listen::listened_channels(sql));
         }
     }
 
     /// Leaves the engine session as a new connection would find it.
     async fn clean_up(mut self) {
         let statements: Vec<Vec<u8>> = self.names.statements().map(<[u8]>::to_vec).collect();
-        if self.lease.is_none() && statements.is_empty() {
+        let notifier = self.ctx.database.notifier.clone();
+        let listened = notifier.unregister(self.ctx.key.process_id);
+        if self.lease.is_none() && statements.is_empty() && !listened {
             return;
         }
         let mut lease = match self.lease.take() {
@@ -499,7 +543,11 @@ impl Client {
         };
         let result = async {
             engine.send(&self.to_engine).await?;
-            cleanup::after_client(engine, &self.unit, &statements).await
+            cleanup::after_client(engine, &self.unit, &statements).await?;
+            if listened || self.listens_may_change {
+                notifier.reconcile(engine, None, &[]).await?;
+            }
+            Ok::<_, io::Error>(())
         }
         .await;
         if let Err(err) = result {

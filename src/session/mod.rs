@@ -3,6 +3,7 @@
 //! where its current unit of work stands.
 
 pub mod cleanup;
+pub mod listen;
 pub mod names;
 pub mod pipeline;
 pub mod settings;
