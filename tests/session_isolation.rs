@@ -309,3 +309,68 @@ async fn unlisten_and_disconnect_remove_only_the_clients_own_channels() {
     assert_eq!(channels, ["b_only"]);
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prepare_execute_deallocate_act_on_the_clients_own_statements() {
+    let gateway = Gateway::start().await;
+    let a = gateway.connect().await;
+    let b = gateway.connect().await;
+    a.batch_execute("PREPARE q(int) AS SELECT 'a' || $1")
+        .await
+        .unwrap();
+    b.batch_execute("PREPARE Q(int) AS SELECT 'b' || $1")
+        .await
+        .unwrap();
+    assert_eq!(value(&a, "EXECUTE q(1)").await, "a1");
+    assert_eq!(value(&b, "EXECUTE \"q\"(2)").await, "b2");
+    a.batch_execute("DEALLOCATE q").await.unwrap();
+    let err = a.simple_query("EXECUTE q(3)").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "26000");
+    assert_eq!(value(&b, "EXECUTE q(4)").await, "b4");
+    a.batch_execute("PREPARE again AS SELECT 1").await.unwrap();
+    a.batch_execute("DEALLOCATE ALL").await.unwrap();
+    assert_eq!(
+        sqlstate(&a.simple_query("EXECUTE again").await.unwrap_err()),
+        "26000"
+    );
+    assert_eq!(value(&b, "EXECUTE q(5)").await, "b5");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_all_resets_only_the_clients_own_session() {
+    let gateway = Gateway::start().await;
+    let (a, _a_notes) = listening_client(&gateway).await;
+    let (b, mut b_notes) = listening_client(&gateway).await;
+    let default_zone = value(&a, "SHOW TimeZone").await;
+    for client in [&a, &b] {
+        client
+            .batch_execute("SET TimeZone = 'Asia/Tokyo'; PREPARE p AS SELECT 1; LISTEN chan")
+            .await
+            .unwrap();
+    }
+    let messages = a.simple_query("DISCARD ALL").await.unwrap();
+    assert!(
+        matches!(
+            messages.last(),
+            Some(tokio_postgres::SimpleQueryMessage::CommandComplete(0))
+        ),
+        "{messages:?}"
+    );
+    assert_eq!(value(&a, "SHOW TimeZone").await, default_zone);
+    assert_eq!(
+        sqlstate(&a.simple_query("EXECUTE p").await.unwrap_err()),
+        "26000"
+    );
+    assert_eq!(value(&b, "SHOW TimeZone").await, "Asia/Tokyo");
+    assert_eq!(value(&b, "EXECUTE p").await, "1");
+    a.batch_execute("NOTIFY chan, 'still there'").await.unwrap();
+    assert_eq!(
+        next_notification(&mut b_notes)
+            .await
+            .expect("B still listens")
+            .payload(),
+        "still there"
+    );
+    gateway.stop().await;
+}

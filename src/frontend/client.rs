@@ -20,14 +20,16 @@ use tracing::{debug, error, warn};
 use crate::cancel::{CancelKey, CancelTarget};
 use crate::config::Config;
 use crate::database::Database;
-use crate::protocol::backend::ready_for_query;
+use crate::engine::EngineSession;
+use crate::protocol::backend::{push_message, ready_for_query};
 use crate::protocol::error::{PgError, sqlstate};
 use crate::protocol::frame::{self, Reader};
 use crate::scheduler::{Lease, PipelinedUnits, UnitEvent};
 use crate::session::cleanup;
-use crate::session::listen;
+use crate::session::listen::{self, Notifier};
 use crate::session::names::Namespace;
 use crate::session::pipeline::single_pipelinable_unit;
+use crate::session::reset::{ResetCommand, reset_command};
 use crate::session::settings::{self, Settings};
 use crate::session::unit::UnitOfWork;
 
@@ -227,12 +229,33 @@ impl Client {
                     None => continue,
                 }
             }
-            self.forward_pending()?;
-
             let Some(lease) = self.lease.as_mut() else {
                 continue;
             };
             let Some(engine) = lease.session.as_mut() else {
+                return Err(End::Fatal(engine_unavailable()));
+            };
+            if self.to_engine.is_empty()
+                && self.unit.answered()
+                && let Some(command) = reset_command(&self.pending)
+                && (command == ResetCommand::DeallocateAll || engine.status() == b'I')
+            {
+                self.pending.clear();
+                let reply = reset_client(
+                    engine,
+                    command,
+                    &mut self.names,
+                    &mut self.settings,
+                    &self.ctx.database.notifier,
+                    self.ctx.key.process_id,
+                )
+                .await
+                .map_err(End::Engine)?;
+                write_client(stream, &reply).await?;
+                continue;
+            }
+            self.forward_pending()?;
+            let Some(engine) = self.lease.as_mut().and_then(|lease| lease.session.as_mut()) else {
                 return Err(End::Fatal(engine_unavailable()));
             };
             if self.to_engine.is_empty() && self.unit.answered() && engine.status() == b'I' {
@@ -559,6 +582,37 @@ impl Client {
             lease.session = None;
         }
     }
+}
+
+/// Carries out `DISCARD ALL` or `DEALLOCATE ALL` on the client's own state
+/// and returns the answer PostgreSQL would send.
+async fn reset_client(
+    engine: &mut EngineSession,
+    command: ResetCommand,
+    names: &mut Namespace,
+    settings: &mut Arc<Settings>,
+    notifier: &Notifier,
+    client: i32,
+) -> io::Result<Vec<u8>> {
+    cleanup::close_statements(engine, &names.take_statements()).await?;
+    if command == ResetCommand::DiscardAll {
+        engine
+            .run_collecting(&cleanup::query(
+                b"CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD PLANS; DISCARD SEQUENCES",
+            ))
+            .await?;
+        *settings = Arc::new(Settings::default());
+        engine.settings = settings.clone();
+        if notifier.clear(client) {
+            notifier.reconcile(engine, None, &[]).await?;
+        }
+    }
+    let mut reply = Vec::new();
+    let mut tag = command.tag().as_bytes().to_vec();
+    tag.push(0);
+    push_message(&mut reply, b'C', &tag);
+    ready_for_query(&mut reply, engine.status());
+    Ok(reply)
 }
 
 /// Adds what a read brought to `pending` as whole messages.

@@ -30,18 +30,26 @@ pub async fn after_client(
     if engine.status() != b'I' {
         engine.run_discarding(&query(b"ROLLBACK"), 1).await?;
     }
-    if !statements.is_empty() {
-        let mut closes = Vec::new();
-        for name in statements {
-            let mut body = vec![b'S'];
-            body.extend_from_slice(name);
-            body.push(0);
-            push_message(&mut closes, b'C', &body);
-        }
-        push_message(&mut closes, b'S', &[]);
-        engine.run_discarding(&closes, 1).await?;
+    close_statements(engine, statements).await
+}
+
+/// Closes prepared statements on the engine, by engine name.
+pub async fn close_statements(
+    engine: &mut EngineSession,
+    statements: &[Vec<u8>],
+) -> io::Result<()> {
+    if statements.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let mut closes = Vec::new();
+    for name in statements {
+        let mut body = vec![b'S'];
+        body.extend_from_slice(name);
+        body.push(0);
+        push_message(&mut closes, b'C', &body);
+    }
+    push_message(&mut closes, b'S', &[]);
+    engine.run_discarding(&closes, 1).await
 }
 
 /// A simple `Query` message.

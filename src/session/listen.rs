@@ -65,10 +65,12 @@ impl Notifier {
             .collect()
     }
 
-    pub fn listens(&self, client: i32, channel: &str) -> bool {
+    /// Drops all of a client's channels (its `UNLISTEN *`); returns whether
+    /// it had any.
+    pub fn clear(&self, client: i32) -> bool {
         self.lock()
-            .get(&client)
-            .is_some_and(|listener| listener.channels.contains(channel))
+            .get_mut(&client)
+            .is_some_and(|listener| !std::mem::take(&mut listener.channels).is_empty())
     }
 
     /// Takes the `NotificationResponse` messages out of `output`, an answer to

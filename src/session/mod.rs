@@ -6,5 +6,6 @@ pub mod cleanup;
 pub mod listen;
 pub mod names;
 pub mod pipeline;
+pub mod reset;
 pub mod settings;
 pub mod unit;

@@ -14,6 +14,8 @@ use crate::protocol::backend::push_message;
 use crate::protocol::error::PgError;
 use crate::protocol::frame::{self, Reader};
 
+use crate::sql::lexer::{Kind, statements, tokenize};
+
 use super::pipeline::is_self_contained;
 use super::settings::may_change_settings;
 
@@ -27,6 +29,15 @@ struct StatementInfo {
     self_contained: bool,
     /// See `settings::may_change_settings`.
     changes_settings: bool,
+}
+
+impl StatementInfo {
+    fn of(sql: &[u8]) -> Self {
+        Self {
+            self_contained: is_self_contained(sql),
+            changes_settings: may_change_settings(sql),
+        }
+    }
 }
 
 /// One client's names and the ones it has on the engine.
@@ -79,6 +90,78 @@ impl Namespace {
         self.statements.get(&self.engine_name(name)).copied()
     }
 
+    /// Forgets every statement, returning their engine names (to close them).
+    pub fn take_statements(&mut self) -> Vec<Vec<u8>> {
+        self.statements.drain().map(|(name, _)| name).collect()
+    }
+
+    /// Rewrites the statement names in SQL-level `PREPARE name`, `EXECUTE
+    /// name` and `DEALLOCATE [PREPARE] name`, and records what they create or
+    /// remove; `None` when `sql` names no statement. `DEALLOCATE ALL` is left
+    /// alone: the gateway carries it out itself.
+    pub fn rewrite_sql(&mut self, sql: &[u8]) -> Option<Vec<u8>> {
+        let tokens = tokenize(sql)?;
+        let mut replacements = Vec::new();
+        for statement in statements(&tokens) {
+            let first = statement[0];
+            let (name_at, action) = if first.is_word(sql, "prepare") {
+                (1, NameUse::Prepare)
+            } else if first.is_word(sql, "execute") {
+                (1, NameUse::Execute)
+            } else if first.is_word(sql, "deallocate") {
+                let skip = usize::from(statement.get(1).is_some_and(|t| t.is_word(sql, "prepare")));
+                (1 + skip, NameUse::Deallocate)
+            } else {
+                continue;
+            };
+            let Some(token) = statement.get(name_at) else {
+                continue;
+            };
+            let two_phase = action == NameUse::Prepare
+                && token.is_word(sql, "transaction")
+                && statement.get(2).is_some_and(|t| t.kind == Kind::String);
+            if two_phase || (action == NameUse::Deallocate && token.is_word(sql, "all")) {
+                continue;
+            }
+            let name = match token.kind {
+                Kind::Word => token.text(sql).to_ascii_lowercase(),
+                Kind::QuotedIdent => unquote(token.text(sql)),
+                _ => continue,
+            };
+            let engine = self.engine_name(&name);
+            match action {
+                NameUse::Prepare => {
+                    let body = statement
+                        .iter()
+                        .position(|t| t.is_word(sql, "as"))
+                        .and_then(|at| statement.get(at + 1))
+                        .map_or(&b""[..], |t| {
+                            &sql[t.start..statement[statement.len() - 1].end]
+                        });
+                    self.statements
+                        .insert(engine.clone(), StatementInfo::of(body));
+                }
+                NameUse::Deallocate => {
+                    self.statements.remove(&engine);
+                }
+                NameUse::Execute => {}
+            }
+            replacements.push((token.start, token.end, quote_identifier(&engine)));
+        }
+        if replacements.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(sql.len() + 16 * replacements.len());
+        let mut at = 0;
+        for (start, end, replacement) in replacements {
+            out.extend_from_slice(&sql[at..start]);
+            out.extend_from_slice(&replacement);
+            at = end;
+        }
+        out.extend_from_slice(&sql[at..]);
+        Some(out)
+    }
+
     /// Rewrites a frontend message for the engine when it names a statement or
     /// portal; returns `None` when the message goes through unchanged.
     pub fn rewrite(&mut self, message: &[u8]) -> Result<Option<BytesMut>, PgError> {
@@ -86,19 +169,26 @@ impl Namespace {
         let mut reader = Reader::new(body);
         let mut out = Vec::with_capacity(body.len() + 16);
         match message[0] {
+            b'Q' => {
+                let sql = reader.cstr()?;
+                let Some(sql) = self.rewrite_sql(sql) else {
+                    return Ok(None);
+                };
+                push_cstr(&mut out, &sql);
+            }
             b'P' => {
                 let name = reader.cstr()?;
-                if name.is_empty() {
+                let sql = reader.cstr()?;
+                let rewritten_sql = self.rewrite_sql(sql);
+                if name.is_empty() && rewritten_sql.is_none() {
                     return Ok(None);
                 }
                 let engine = self.engine_name(name);
                 push_cstr(&mut out, &engine);
-                let sql = Reader::new(reader.rest()).cstr()?;
-                let info = StatementInfo {
-                    self_contained: is_self_contained(sql),
-                    changes_settings: may_change_settings(sql),
-                };
-                self.statements.insert(engine, info);
+                push_cstr(&mut out, rewritten_sql.as_deref().unwrap_or(sql));
+                if !name.is_empty() {
+                    self.statements.insert(engine, StatementInfo::of(sql));
+                }
             }
             b'B' => {
                 let portal = reader.cstr()?;
@@ -136,6 +226,37 @@ impl Namespace {
         push_message(&mut rewritten, message[0], &out);
         Ok(Some(BytesMut::from(&rewritten[..])))
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameUse {
+    Prepare,
+    Execute,
+    Deallocate,
+}
+
+/// The name inside a `"quoted"` identifier.
+fn unquote(quoted: &[u8]) -> Vec<u8> {
+    let inner = &quoted[1..quoted.len() - 1];
+    let mut out = Vec::with_capacity(inner.len());
+    let mut i = 0;
+    while i < inner.len() {
+        out.push(inner[i]);
+        i += if inner[i] == b'"' { 2 } else { 1 };
+    }
+    out
+}
+
+fn quote_identifier(name: &[u8]) -> Vec<u8> {
+    let mut out = vec![b'"'];
+    for &b in name {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+    out
 }
 
 fn push_cstr(out: &mut Vec<u8>, value: &[u8]) {
@@ -234,6 +355,35 @@ mod tests {
         let b = names.engine_name(&long_b);
         assert!(a.len() <= MAX_NAME_LEN);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn sql_level_prepare_execute_deallocate_use_the_same_names() {
+        let mut names = Namespace::new(5);
+        let sql = names
+            .rewrite_sql(b"PREPARE Plan(int) AS SELECT $1; EXECUTE plan(1); EXECUTE \"plan\"(2)")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(sql).unwrap(),
+            "PREPARE \"pgs5_plan\"(int) AS SELECT $1; EXECUTE \"pgs5_plan\"(1); EXECUTE \"pgs5_plan\"(2)"
+        );
+        assert!(
+            names.is_self_contained(b"plan"),
+            "the protocol sees the same statement"
+        );
+        let sql = names.rewrite_sql(b"DEALLOCATE PREPARE plan").unwrap();
+        assert_eq!(
+            String::from_utf8(sql).unwrap(),
+            "DEALLOCATE PREPARE \"pgs5_plan\""
+        );
+        assert_eq!(names.statements().count(), 0);
+        assert!(names.rewrite_sql(b"DEALLOCATE ALL").is_none());
+        assert!(names.rewrite_sql(b"PREPARE TRANSACTION 'gid'").is_none());
+        assert!(
+            names
+                .rewrite_sql(b"SELECT 'PREPARE x AS SELECT 1'")
+                .is_none()
+        );
     }
 
     #[test]

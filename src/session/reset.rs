@@ -1,0 +1,87 @@
+//! `DISCARD ALL` and `DEALLOCATE ALL` for one client.
+//!
+//! Run on the shared engine session as they are, they would drop every
+//! client's prepared statements, settings and LISTENs. The gateway carries
+//! them out itself, on the client's own state only, when a client sends one
+//! alone in a simple query (as drivers and poolers do), and answers with the
+//! command tag PostgreSQL would.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+
+use crate::protocol::frame::{self, Reader};
+use crate::sql::lexer::{statements, tokenize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetCommand {
+    DeallocateAll,
+    DiscardAll,
+}
+
+impl ResetCommand {
+    /// The `CommandComplete` tag PostgreSQL answers with.
+    pub fn tag(self) -> &'static str {
+        match self {
+            ResetCommand::DeallocateAll => "DEALLOCATE ALL",
+            ResetCommand::DiscardAll => "DISCARD ALL",
+        }
+    }
+}
+
+/// The reset command that `pending` consists of, if it is exactly one simple
+/// query holding exactly one `DISCARD ALL` or `DEALLOCATE [PREPARE] ALL`.
+pub fn reset_command(pending: &VecDeque<BytesMut>) -> Option<ResetCommand> {
+    let [message] = pending.iter().collect::<Vec<_>>()[..] else {
+        return None;
+    };
+    if message[0] != b'Q' {
+        return None;
+    }
+    let sql = Reader::new(frame::body(message)).cstr().ok()?;
+    let tokens = tokenize(sql)?;
+    let [statement] = statements(&tokens)[..] else {
+        return None;
+    };
+    let words: Vec<String> = statement
+        .iter()
+        .map(|t| String::from_utf8_lossy(t.text(sql)).to_ascii_lowercase())
+        .collect();
+    match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["discard", "all"] => Some(ResetCommand::DiscardAll),
+        ["deallocate", "all"] | ["deallocate", "prepare", "all"] => {
+            Some(ResetCommand::DeallocateAll)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::backend::push_message;
+
+    fn query(sql: &str) -> VecDeque<BytesMut> {
+        let mut out = Vec::new();
+        push_message(&mut out, b'Q', format!("{sql}\0").as_bytes());
+        [BytesMut::from(&out[..])].into()
+    }
+
+    #[test]
+    fn only_a_lone_reset_statement_is_taken_over() {
+        assert_eq!(
+            reset_command(&query("DISCARD ALL")),
+            Some(ResetCommand::DiscardAll)
+        );
+        assert_eq!(
+            reset_command(&query("discard all;")),
+            Some(ResetCommand::DiscardAll)
+        );
+        assert_eq!(
+            reset_command(&query("DEALLOCATE PREPARE ALL")),
+            Some(ResetCommand::DeallocateAll)
+        );
+        assert_eq!(reset_command(&query("DISCARD TEMP")), None);
+        assert_eq!(reset_command(&query("SELECT 1; DISCARD ALL")), None);
+    }
+}
