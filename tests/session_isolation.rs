@@ -374,3 +374,94 @@ async fn discard_all_resets_only_the_clients_own_session() {
     );
     gateway.stop().await;
 }
+
+/// A client whose notices arrive on the returned channel.
+async fn noticed_client(
+    gateway: &Gateway,
+) -> (Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (client, mut connection) = gateway
+        .config_for("postgres", "postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notice(notice) = message {
+                let _ = tx.send(notice.message().to_string());
+            }
+        }
+    });
+    (client, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temp_table_is_never_seen_by_others_and_goes_with_its_client() {
+    let gateway = Gateway::start().await;
+    let (a, mut notices) = noticed_client(&gateway).await;
+    let b = gateway.connect().await;
+    a.batch_execute("CREATE TEMP TABLE scratch(x int); INSERT INTO scratch VALUES (1)")
+        .await
+        .unwrap();
+    let notice = tokio::time::timeout(std::time::Duration::from_secs(5), notices.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(notice.contains("reserved"), "{notice}");
+    assert_eq!(value(&a, "SELECT count(*) FROM scratch").await, "1");
+    let reader = tokio::spawn(async move {
+        value(
+            &b,
+            "SELECT count(*) FROM pg_class WHERE relname = 'scratch'",
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !reader.is_finished(),
+        "B waits while A holds a temporary table"
+    );
+    drop(a);
+    assert_eq!(
+        reader.await.unwrap(),
+        "0",
+        "A's temporary table is gone and was never seen"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_state_shares_the_engine_again() {
+    let gateway = Gateway::start().await;
+    let a = gateway.connect().await;
+    let b = gateway.connect().await;
+    a.batch_execute("CREATE TEMP TABLE scratch(x int)")
+        .await
+        .unwrap();
+    a.batch_execute("DROP TABLE scratch").await.unwrap();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), value(&b, "SELECT 1")).await;
+    assert_eq!(
+        read.expect("B runs while A is idle without session state"),
+        "1"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advisory_lock_is_released_when_its_client_leaves() {
+    let gateway = Gateway::start().await;
+    let a = gateway.connect().await;
+    let b = gateway.connect().await;
+    assert_eq!(value(&a, "SELECT pg_advisory_lock(42)::text").await, "");
+    drop(a);
+    let got = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        value(&b, "SELECT pg_try_advisory_lock(42)"),
+    )
+    .await
+    .expect("B runs once A has left");
+    assert_eq!(got, "t", "A's lock was released when A disconnected");
+    assert_eq!(value(&b, "SELECT pg_advisory_unlock(42)").await, "t");
+    gateway.stop().await;
+}

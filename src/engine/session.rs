@@ -33,6 +33,34 @@ pub struct Reply {
     pub error: Option<BytesMut>,
 }
 
+impl Reply {
+    /// Each row's columns as text (`None` for NULL).
+    pub fn text_rows(&self) -> Vec<Vec<Option<String>>> {
+        self.rows.iter().map(|row| text_columns(row)).collect()
+    }
+}
+
+/// The columns of a `DataRow` in text format.
+fn text_columns(row: &[u8]) -> Vec<Option<String>> {
+    let mut reader = Reader::new(frame::body(row));
+    let Ok(count) = reader.take(2).map(|c| i16::from_be_bytes([c[0], c[1]])) else {
+        return Vec::new();
+    };
+    let mut columns = Vec::new();
+    for _ in 0..count {
+        let Ok(len) = reader.i32() else { break };
+        let value = match usize::try_from(len) {
+            Ok(len) => match reader.take(len) {
+                Ok(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+                Err(_) => break,
+            },
+            Err(_) => None,
+        };
+        columns.push(value);
+    }
+    columns
+}
+
 pub struct EngineInput {
     reader: Box<dyn AsyncRead + Send + Unpin>,
     inbuf: BytesMut,

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cancel::{CancelKey, CancelTarget};
 use crate::config::Config;
@@ -28,6 +28,7 @@ use crate::scheduler::{Lease, PipelinedUnits, UnitEvent};
 use crate::session::cleanup;
 use crate::session::listen::{self, Notifier};
 use crate::session::names::Namespace;
+use crate::session::pinning;
 use crate::session::pipeline::single_pipelinable_unit;
 use crate::session::reset::{ResetCommand, reset_command};
 use crate::session::settings::{self, Settings};
@@ -98,6 +99,12 @@ struct Client {
     listened: Vec<String>,
     /// Notifications from other clients' units, to pass on while idle.
     inbox: mpsc::UnboundedReceiver<BytesMut>,
+    /// Something was forwarded since the last end of a unit of work.
+    unit_ran: bool,
+    /// The current unit may have created state that pins the engine.
+    state_may_change: bool,
+    /// The client holds session state; the engine is reserved for it.
+    pinned: bool,
 }
 
 /// Serves a logged-in client until it leaves, then cleans up after it.
@@ -120,6 +127,9 @@ pub async fn serve<S: ClientStream>(stream: &mut S, inbuf: BytesMut, ctx: Client
         listens_may_change: false,
         listened: Vec::new(),
         inbox,
+        unit_ran: false,
+        state_may_change: false,
+        pinned: false,
     };
     let end = match client.run(stream).await {
         Ok(()) => End::Left,
@@ -259,6 +269,26 @@ impl Client {
                 return Err(End::Fatal(engine_unavailable()));
             };
             if self.to_engine.is_empty() && self.unit.answered() && engine.status() == b'I' {
+                if self.state_may_change || (self.pinned && self.unit_ran) {
+                    let holds = pinning::holds_session_state(engine)
+                        .await
+                        .map_err(End::Engine)?;
+                    if holds && !self.pinned {
+                        let id = self.ctx.key.process_id;
+                        info!(
+                            client = id,
+                            "the engine is reserved for this client while it holds session state"
+                        );
+                        write_client(
+                            stream,
+                            &PgError::notice(pinning::RESERVED_NOTICE).to_bytes(),
+                        )
+                        .await?;
+                    }
+                    self.pinned = holds;
+                    self.state_may_change = false;
+                }
+                self.unit_ran = false;
                 if self.settings_may_change {
                     self.settings = settings::capture(engine).await.map_err(End::Engine)?;
                     self.settings_may_change = false;
@@ -274,8 +304,10 @@ impl Client {
                         .map_err(End::Engine)?;
                     self.listens_may_change = false;
                 }
-                self.lease = None;
-                continue;
+                if !self.pinned {
+                    self.lease = None;
+                    continue;
+                }
             }
             if self.client_done && self.to_engine.is_empty() {
                 return Ok(());
@@ -321,9 +353,14 @@ impl Client {
                     sent.map_err(End::Engine)?;
                 }
                 _ = tokio::time::sleep(idle_limit.unwrap_or_default()), if idle_limit.is_some() => {
+                    let message = if engine.status() == b'I' {
+                        "terminating connection: it kept the shared engine reserved (temporary tables, advisory locks or held cursors) while idle"
+                    } else {
+                        "terminating connection due to idle-in-transaction timeout"
+                    };
                     return Err(End::Fatal(PgError::fatal(
                         sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
-                        "terminating connection due to idle-in-transaction timeout",
+                        message,
                     ).with_hint("the engine is shared: a client may not hold it idle for longer than idle_in_transaction_timeout")));
                 }
             }
@@ -506,6 +543,7 @@ impl Client {
                 break;
             }
             self.note_session_changes(&message);
+            self.unit_ran = true;
             match self.names.rewrite(&message).map_err(End::Fatal)? {
                 Some(rewritten) => self.to_engine.extend_from_slice(&rewritten),
                 None => self.to_engine.extend_from_slice(&message),
@@ -547,6 +585,9 @@ impl Client {
             self.listens_may_change = true;
             self.listened.extend(listen::listened_channels(sql));
         }
+        if pinning::may_create_session_state(sql) {
+            self.state_may_change = true;
+        }
     }
 
     /// Leaves the engine session as a new connection would find it.
@@ -567,6 +608,11 @@ impl Client {
         let result = async {
             engine.send(&self.to_engine).await?;
             cleanup::after_client(engine, &self.unit, &statements).await?;
+            if self.pinned || self.state_may_change {
+                engine
+                    .run_collecting(&cleanup::query(pinning::RELEASE))
+                    .await?;
+            }
             if listened || self.listens_may_change {
                 notifier.reconcile(engine, None, &[]).await?;
             }

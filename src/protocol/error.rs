@@ -7,6 +7,7 @@ use super::frame::{self, Reader};
 
 /// SQLSTATE codes the gateway itself reports, named as in PostgreSQL's errcodes.
 pub mod sqlstate {
+    pub const SUCCESSFUL_COMPLETION: &str = "00000";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const INVALID_PASSWORD: &str = "28P01";
     pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
@@ -20,11 +21,13 @@ pub mod sqlstate {
     pub const INTERNAL_ERROR: &str = "XX000";
 }
 
-/// `ERROR` ends the current statement; `FATAL` ends the connection.
+/// `ERROR` ends the current statement; `FATAL` ends the connection; a
+/// `NOTICE` only informs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
     Error,
     Fatal,
+    Notice,
 }
 
 impl Severity {
@@ -32,6 +35,7 @@ impl Severity {
         match self {
             Severity::Error => "ERROR",
             Severity::Fatal => "FATAL",
+            Severity::Notice => "NOTICE",
         }
     }
 }
@@ -59,6 +63,16 @@ impl PgError {
         Self {
             severity: Severity::Fatal,
             code: Cow::Borrowed(code),
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// A `NoticeResponse` rather than an error.
+    pub fn notice(message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Notice,
+            code: Cow::Borrowed(sqlstate::SUCCESSFUL_COMPLETION),
             message: message.into(),
             hint: None,
         }
@@ -106,7 +120,12 @@ impl PgError {
             push_field(&mut body, b'H', hint);
         }
         body.push(0);
-        super::backend::push_message(out, b'E', &body);
+        let tag = if self.severity == Severity::Notice {
+            b'N'
+        } else {
+            b'E'
+        };
+        super::backend::push_message(out, tag, &body);
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {

@@ -161,14 +161,9 @@ async fn listening_channels(engine: &mut EngineSession) -> io::Result<Channels> 
         .run_collecting(&query(b"SELECT pg_catalog.pg_listening_channels()"))
         .await?;
     Ok(reply
-        .rows
-        .iter()
-        .filter_map(|row| {
-            let mut reader = Reader::new(frame::body(row));
-            reader.take(2).ok()?;
-            let len = usize::try_from(reader.i32().ok()?).ok()?;
-            Some(String::from_utf8_lossy(reader.take(len).ok()?).into_owned())
-        })
+        .text_rows()
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
         .collect())
 }
 

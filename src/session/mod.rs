@@ -5,6 +5,7 @@
 pub mod cleanup;
 pub mod listen;
 pub mod names;
+pub mod pinning;
 pub mod pipeline;
 pub mod reset;
 pub mod settings;

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use crate::engine::EngineSession;
 use crate::protocol::error::PgError;
-use crate::protocol::frame::{self, Reader};
 use crate::sql::lexer::{Kind, statements, tokenize};
 
 use super::cleanup::query;
@@ -117,30 +116,16 @@ pub async fn switch(
 pub async fn capture(engine: &mut EngineSession) -> io::Result<Arc<Settings>> {
     let reply = engine.run_collecting(&query(CAPTURE)).await?;
     let mut settings = BTreeMap::new();
-    for row in &reply.rows {
-        let mut reader = Reader::new(frame::body(row));
-        let columns = reader
-            .take(2)
-            .ok()
-            .map(|c| i16::from_be_bytes([c[0], c[1]]));
-        if columns != Some(2) {
-            continue;
-        }
-        if let (Some(name), Some(value)) = (column(&mut reader), column(&mut reader)) {
+    for row in reply.text_rows() {
+        if let [Some(name), Some(value)] = &row[..] {
             // Parameter names are case-insensitive; pg_settings spells some
             // with capitals (TimeZone, DateStyle).
-            settings.insert(name.to_ascii_lowercase(), value);
+            settings.insert(name.to_ascii_lowercase(), value.clone());
         }
     }
     let settings = Arc::new(Settings(settings));
     engine.settings = settings.clone();
     Ok(settings)
-}
-
-fn column(reader: &mut Reader<'_>) -> Option<String> {
-    let len = reader.i32().ok()?;
-    let bytes = reader.take(usize::try_from(len).ok()?).ok()?;
-    Some(String::from_utf8_lossy(bytes).into_owned())
 }
 
 /// True when running `sql` may change session settings: a statement starting
