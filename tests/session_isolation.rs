@@ -5,7 +5,8 @@ mod support;
 
 use futures_util::future::join_all;
 use support::{Gateway, sqlstate};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_postgres::{AsyncMessage, Client, Notification, SimpleQueryMessage};
 
 /// The first column of the first row of a simple query.
 async fn value(client: &Client, sql: &str) -> String {
@@ -198,22 +199,12 @@ async fn psql_with_pgoptions_keeps_its_path_beside_another_client() {
 }
 
 /// A client whose notifications arrive on the returned channel.
-async fn listening_client(
-    gateway: &Gateway,
-) -> (
-    Client,
-    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
-) {
-    let (client, mut connection) = gateway
-        .config_for("postgres", "postgres")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
+async fn listening_client(gateway: &Gateway) -> (Client, UnboundedReceiver<Notification>) {
+    let (client, mut messages) = gateway.connect_with_messages().await;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
-            if let tokio_postgres::AsyncMessage::Notification(note) = message {
+        while let Some(message) = messages.recv().await {
+            if let AsyncMessage::Notification(note) = message {
                 let _ = tx.send(note);
             }
         }
@@ -221,9 +212,7 @@ async fn listening_client(
     (client, rx)
 }
 
-async fn next_notification(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
-) -> Option<tokio_postgres::Notification> {
+async fn next_notification(rx: &mut UnboundedReceiver<Notification>) -> Option<Notification> {
     tokio::time::timeout(std::time::Duration::from_millis(500), rx.recv())
         .await
         .ok()
@@ -376,19 +365,12 @@ async fn discard_all_resets_only_the_clients_own_session() {
 }
 
 /// A client whose notices arrive on the returned channel.
-async fn noticed_client(
-    gateway: &Gateway,
-) -> (Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    let (client, mut connection) = gateway
-        .config_for("postgres", "postgres")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
+async fn noticed_client(gateway: &Gateway) -> (Client, UnboundedReceiver<String>) {
+    let (client, mut messages) = gateway.connect_with_messages().await;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
-            if let tokio_postgres::AsyncMessage::Notice(notice) = message {
+        while let Some(message) = messages.recv().await {
+            if let AsyncMessage::Notice(notice) = message {
                 let _ = tx.send(notice.message().to_string());
             }
         }

@@ -103,6 +103,31 @@ impl Gateway {
         Ok(client)
     }
 
+    /// A client whose asynchronous messages (notifications, notices) arrive on
+    /// the returned channel.
+    pub async fn connect_with_messages(
+        &self,
+    ) -> (
+        Client,
+        tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+    ) {
+        let (client, mut connection) = self
+            .config_for("postgres", "postgres")
+            .connect(NoTls)
+            .await
+            .expect("connect to the gateway");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+                if tx.send(message).is_err() {
+                    break;
+                }
+            }
+        });
+        (client, rx)
+    }
+
     /// Stops the gateway and waits until its engine is closed.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
