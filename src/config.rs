@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::engine::embedded::Storage;
+use crate::engine::upstream::Upstream;
 use crate::frontend::scram::ScramSecret;
 
 /// How clients prove who they are.
@@ -34,6 +35,8 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     pub unix_dir: Option<PathBuf>,
     pub storage: Storage,
+    /// Serve a real PostgreSQL server instead of the embedded engine.
+    pub upstream: Option<Upstream>,
     pub relaxed_durability: bool,
     pub auth: AuthMethod,
     /// Roles clients may log in as, with their passwords when they have one.

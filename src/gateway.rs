@@ -33,7 +33,8 @@ pub struct Gateway {
 /// A gateway whose engine is open and whose sockets are bound.
 pub struct Server {
     gateway: Arc<Gateway>,
-    engine: EmbeddedEngine,
+    /// The embedded engine, unless an upstream server is served.
+    engine: Option<EmbeddedEngine>,
     tcp: Vec<TcpListener>,
     unix: Option<(UnixListener, PathBuf)>,
 }
@@ -58,12 +59,25 @@ impl Server {
             Some(dir) => Some(bind_unix(dir, port).await?),
             None => None,
         };
-        let (engine, session) =
-            EmbeddedEngine::open(config.storage.clone(), config.relaxed_durability).await?;
+        let (engine, session, name) = match &config.upstream {
+            Some(upstream) => {
+                let session = upstream.connect().await?;
+                info!(
+                    "serving database \"{}\" from the upstream server",
+                    upstream.database()
+                );
+                (None, session, upstream.database().to_string())
+            }
+            None => {
+                let (engine, session) =
+                    EmbeddedEngine::open(config.storage.clone(), config.relaxed_durability).await?;
+                (Some(engine), session, DEFAULT_DATABASE.to_string())
+            }
+        };
         let mut databases = Databases::default();
         let notifier = Arc::new(Notifier::default());
         databases.add(Database {
-            name: DEFAULT_DATABASE.to_string(),
+            name,
             parameters: session.parameters.clone(),
             scheduler: Scheduler::start(session, notifier.clone()),
             notifier,
@@ -133,8 +147,10 @@ impl Server {
                 );
             }
         }
-        engine.shutdown().await?;
-        info!("engine closed; all committed data is on disk");
+        if let Some(engine) = engine {
+            engine.shutdown().await?;
+            info!("engine closed; all committed data is on disk");
+        }
         Ok(())
     }
 }

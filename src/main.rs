@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use pgshare::config::{AuthMethod, Config, Secret, read_users_file};
 use pgshare::engine::embedded::Storage;
+use pgshare::engine::upstream::Upstream;
 use pgshare::gateway::Server;
 use pgshare::protocol::frame::DEFAULT_MAX_MESSAGE_LEN;
 use tracing::error;
@@ -61,6 +62,17 @@ struct ServeArgs {
     /// Use a throwaway database that is deleted when pgshare stops (ignores --data).
     #[arg(long, env = "PGSHARE_MEMORY")]
     memory: bool,
+
+    /// Serve this PostgreSQL server (postgres://user:password@host:port/db,
+    /// or host=/socket/dir for a Unix socket) instead of the embedded engine;
+    /// clients reach it under its database name. One server session for now.
+    #[arg(
+        long,
+        env = "PGSHARE_UPSTREAM",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    upstream: Option<String>,
 
     /// Skip fsync in the engine: faster writes, but a crash of the machine (not
     /// only of pgshare) can lose recent commits.
@@ -145,8 +157,10 @@ impl ServeArgs {
         } else {
             Storage::Directory(self.data)
         };
+        let upstream = self.upstream.as_deref().map(Upstream::parse).transpose()?;
         Ok(Config {
             listen: self.listen,
+            upstream,
             unix_dir: self.unix_dir,
             storage,
             relaxed_durability: self.relaxed_durability,

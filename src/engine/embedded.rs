@@ -57,10 +57,15 @@ impl EmbeddedEngine {
             .await
             .context("connect to the embedded engine")?;
         let (reader, writer) = stream.into_split();
-        let session =
-            EngineSession::start(Box::new(reader), Box::new(writer), "postgres", "postgres")
-                .await
-                .context("start the embedded engine session")?;
+        let session = EngineSession::start(
+            Box::new(reader),
+            Box::new(writer),
+            "postgres",
+            "postgres",
+            None,
+        )
+        .await
+        .context("start the embedded engine session")?;
         Ok((
             Self {
                 server: Some(server),

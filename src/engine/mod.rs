@@ -4,5 +4,6 @@
 
 pub mod embedded;
 mod session;
+pub mod upstream;
 
 pub use session::EngineSession;

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use postgres_protocol::message::frontend;
+
 use crate::protocol::frame::{self, Reader};
 use crate::session::settings::Settings;
 
@@ -69,13 +72,15 @@ pub struct EngineInput {
 }
 
 impl EngineSession {
-    /// Performs startup as `user` on `database` over a fresh stream to an engine
-    /// that trusts the gateway, and collects the reported parameters.
+    /// Performs startup as `user` on `database` over a fresh stream, answering
+    /// the engine's password challenge (cleartext, md5 or SCRAM-SHA-256) with
+    /// `password`, and collects the reported parameters.
     pub async fn start(
         reader: Box<dyn AsyncRead + Send + Unpin>,
         writer: Box<dyn AsyncWrite + Send + Unpin>,
         user: &str,
         database: &str,
+        password: Option<&[u8]>,
     ) -> io::Result<Self> {
         let mut session = Self {
             input: EngineInput {
@@ -91,15 +96,13 @@ impl EngineSession {
             .output
             .write_all(&startup_packet(user, database))
             .await?;
+        let mut login = Login::new(user, password);
         loop {
             let message = session.input.recv().await?;
             match message[0] {
                 b'R' => {
-                    let code = Reader::new(frame::body(&message)).i32().map_err(invalid)?;
-                    if code != 0 {
-                        return Err(io::Error::other(format!(
-                            "engine asked for authentication method {code}; only trust is supported"
-                        )));
+                    if let Some(answer) = login.answer(frame::body(&message))? {
+                        session.output.write_all(&answer).await?;
                     }
                 }
                 b'S' => {
@@ -113,7 +116,7 @@ impl EngineSession {
                 }
                 b'E' => {
                     return Err(io::Error::other(format!(
-                        "engine refused startup: {}",
+                        "the engine refused the login: {}",
                         error_message(&message)
                     )));
                 }
@@ -252,6 +255,92 @@ impl EngineInput {
             }
         }
         Ok(())
+    }
+}
+
+/// The gateway's side of the engine's authentication exchange.
+struct Login<'a> {
+    user: &'a str,
+    password: Option<&'a [u8]>,
+    scram: Option<ScramSha256>,
+}
+
+impl<'a> Login<'a> {
+    fn new(user: &'a str, password: Option<&'a [u8]>) -> Self {
+        Self {
+            user,
+            password,
+            scram: None,
+        }
+    }
+
+    fn password(&self) -> io::Result<&'a [u8]> {
+        self.password.ok_or_else(|| {
+            io::Error::other("the engine asks for a password; give one in the upstream URL")
+        })
+    }
+
+    /// The message answering an `Authentication*` request, if one is due.
+    fn answer(&mut self, body: &[u8]) -> io::Result<Option<BytesMut>> {
+        let mut reader = Reader::new(body);
+        let code = reader.i32().map_err(invalid)?;
+        let mut out = BytesMut::new();
+        match code {
+            0 => return Ok(None),
+            3 => frontend::password_message(self.password()?, &mut out)?,
+            5 => {
+                let salt: [u8; 4] = reader
+                    .take(4)
+                    .map_err(invalid)?
+                    .try_into()
+                    .map_err(invalid)?;
+                let hash = postgres_protocol::authentication::md5_hash(
+                    self.user.as_bytes(),
+                    self.password()?,
+                    salt,
+                );
+                frontend::password_message(hash.as_bytes(), &mut out)?;
+            }
+            10 => {
+                let mut mechanisms = Vec::new();
+                while let Ok(mechanism) = reader.cstr() {
+                    if mechanism.is_empty() {
+                        break;
+                    }
+                    mechanisms.push(mechanism);
+                }
+                if !mechanisms.contains(&SCRAM_SHA_256.as_bytes()) {
+                    return Err(io::Error::other(
+                        "the engine offers no SASL mechanism the gateway speaks",
+                    ));
+                }
+                let scram = ScramSha256::new(self.password()?, ChannelBinding::unsupported());
+                frontend::sasl_initial_response(SCRAM_SHA_256, scram.message(), &mut out)?;
+                self.scram = Some(scram);
+            }
+            11 => {
+                let scram = self
+                    .scram
+                    .as_mut()
+                    .ok_or_else(|| io::Error::other("SASL out of order"))?;
+                scram.update(reader.rest())?;
+                frontend::sasl_response(scram.message(), &mut out)?;
+            }
+            12 => {
+                let mut scram = self
+                    .scram
+                    .take()
+                    .ok_or_else(|| io::Error::other("SASL out of order"))?;
+                scram.finish(reader.rest())?;
+                return Ok(None);
+            }
+            other => {
+                return Err(io::Error::other(format!(
+                    "the engine asks for authentication method {other}, which the gateway does not speak"
+                )));
+            }
+        }
+        Ok(Some(out))
     }
 }
 

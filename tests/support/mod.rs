@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +32,7 @@ pub fn test_config() -> Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         unix_dir: None,
         storage: Storage::Memory,
+        upstream: None,
         relaxed_durability: true,
         auth: AuthMethod::Trust,
         users,

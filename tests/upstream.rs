@@ -1,0 +1,85 @@
+//! pgshare in front of a real PostgreSQL server (started by the test), with
+//! psql, pgbench and tokio-postgres as clients.
+
+mod support;
+
+use std::process::Command;
+
+use support::postgres::Postgres;
+use support::{Gateway, test_config};
+
+async fn gateway_for(upstream_url: &str) -> Gateway {
+    let mut config = test_config();
+    config.upstream = Some(pgshare::engine::upstream::Upstream::parse(upstream_url).unwrap());
+    Gateway::start_with(config).await
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .expect("run a client program");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{text}"
+    );
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_through_pgshare_to_postgres_loses_nothing() {
+    let server = Postgres::start();
+    let gateway = gateway_for(&server.url()).await;
+    let url = gateway.url();
+    let sums = tokio::task::spawn_blocking(move || {
+        run("pgbench", &["-i", "-s", "1", &url]);
+        let tpcb = run("pgbench", &["-c", "8", "-j", "2", "-t", "50", &url]);
+        assert!(tpcb.contains("number of failed transactions: 0 "), "{tpcb}");
+        let prepared = run("pgbench", &["-n", "-S", "-M", "prepared", "-c", "8", "-j", "2", "-t", "100", &url]);
+        assert!(prepared.contains("number of failed transactions: 0 "), "{prepared}");
+        run(
+            "psql",
+            &[
+                &url, "-X", "-A", "-t", "-c",
+                "SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(tbalance) FROM pgbench_tellers), \
+                 (SELECT sum(bbalance) FROM pgbench_branches), (SELECT sum(delta) FROM pgbench_history), version()",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let fields: Vec<&str> = sums.trim().split('|').collect();
+    assert!(
+        fields[4].starts_with("PostgreSQL 1"),
+        "served by the real server: {}",
+        fields[4]
+    );
+    assert!(
+        !fields[4].contains("wasm"),
+        "not by the embedded engine: {}",
+        fields[4]
+    );
+    assert!(
+        fields[..4].iter().all(|sum| *sum == fields[0]),
+        "balances disagree: {fields:?}"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_over_a_unix_socket_with_per_client_settings() {
+    let server = Postgres::start();
+    let gateway = gateway_for(&server.socket_url()).await;
+    let a = gateway.connect().await;
+    let b = gateway.connect().await;
+    a.batch_execute("SET TimeZone = 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    let zone_a: String = a.query_one("SHOW TimeZone", &[]).await.unwrap().get(0);
+    let zone_b: String = b.query_one("SHOW TimeZone", &[]).await.unwrap().get(0);
+    assert_eq!(zone_a, "Asia/Tokyo");
+    assert_ne!(zone_b, "Asia/Tokyo");
+    gateway.stop().await;
+}
