@@ -46,7 +46,7 @@ pub struct PipelinedUnits {
     pub settings: Arc<Settings>,
     /// The client's process id, for the notifications its units send.
     pub client: i32,
-    pub events: mpsc::Sender<UnitEvent>,
+    pub events: mpsc::UnboundedSender<UnitEvent>,
     /// Set by whoever acts first: the driver when it writes the units to the
     /// engine, or the client when it withdraws them (cancel, wait timeout).
     pub taken: Arc<AtomicBool>,
@@ -106,7 +106,7 @@ impl Scheduler {
         if let Err(mpsc::error::SendError(Request::Pipelined(units))) =
             self.requests.send(Request::Pipelined(units))
         {
-            let _ = units.events.try_send(UnitEvent::Failed(gone()));
+            let _ = units.events.send(UnitEvent::Failed(gone()));
         }
     }
 }
@@ -121,7 +121,7 @@ struct InFlight {
     /// The client whose unit it is; `None` for the gateway's own.
     client: Option<i32>,
     /// Where its answer goes; `None` for the gateway's own settings switch.
-    events: Option<mpsc::Sender<UnitEvent>>,
+    events: Option<mpsc::UnboundedSender<UnitEvent>>,
 }
 
 async fn drive(
@@ -148,7 +148,7 @@ async fn drive(
                     home: None,
                 })),
                 Some(Request::Pipelined(units)) => {
-                    let _ = units.events.send(UnitEvent::Failed(gone())).await;
+                    let _ = units.events.send(UnitEvent::Failed(gone()));
                 }
                 None => return,
             }
@@ -198,12 +198,10 @@ async fn drive(
                 "the engine session failed: {err}; its clients get errors until pgshare is restarted"
             );
             for events in in_flight.drain(..).filter_map(|unit| unit.events) {
-                let _ = events
-                    .send(UnitEvent::Failed(io::Error::new(
-                        err.kind(),
-                        err.to_string(),
-                    )))
-                    .await;
+                let _ = events.send(UnitEvent::Failed(io::Error::new(
+                    err.kind(),
+                    err.to_string(),
+                )));
             }
             to_engine.clear();
             session = None;
@@ -244,16 +242,17 @@ async fn route(
             output
         };
         unit.ready_left -= ready_seen;
-        // A client that left only loses its own answer.
+        // A client that left only loses its own answer; a slow one has its
+        // answer queued, so it never holds up the others.
         if let Some(events) = &unit.events {
-            let _ = events.send(UnitEvent::Output(output)).await;
+            let _ = events.send(UnitEvent::Output(output));
         }
         if unit.ready_left > 0 {
             return Ok(());
         }
         let unit = in_flight.pop_front().expect("front unit exists");
         if let Some(events) = unit.events {
-            let _ = events.send(UnitEvent::Done).await;
+            let _ = events.send(UnitEvent::Done);
         }
         if in_flight.is_empty() && engine.status() != b'I' {
             // Pipelined units are chosen to end idle; never leave a stray

@@ -309,3 +309,38 @@ async fn a_pipelined_read_never_runs_inside_another_clients_transaction() {
     assert_eq!(reader.await.unwrap(), "0");
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_results_holds_no_one_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gateway = Gateway::start().await;
+    let mut slow = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let mut startup = 196608i32.to_be_bytes().to_vec();
+    startup.extend_from_slice(b"user\0postgres\0database\0postgres\0\0");
+    let mut packet = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&startup);
+    slow.write_all(&packet).await.unwrap();
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"Z\0\0\0\x05I") {
+        let mut buf = [0u8; 1024];
+        let n = slow.read(&mut buf).await.unwrap();
+        assert!(n > 0, "login answered");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // 20 MB of result that the client never reads.
+    let sql = b"SELECT repeat('x', 20000000)\0";
+    let mut query = vec![b'Q'];
+    query.extend_from_slice(&((sql.len() + 4) as i32).to_be_bytes());
+    query.extend_from_slice(sql);
+    slow.write_all(&query).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other = gateway.connect().await;
+    let one: i32 = tokio::time::timeout(Duration::from_secs(10), other.query_one("SELECT 1", &[]))
+        .await
+        .expect("another client is served while the slow one does not read")
+        .unwrap()
+        .get(0);
+    assert_eq!(one, 1);
+    drop(slow);
+    gateway.stop().await;
+}

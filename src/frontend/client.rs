@@ -434,7 +434,7 @@ impl Client {
                 None => bytes.extend_from_slice(&message),
             }
         }
-        let (events, mut received) = mpsc::channel(32);
+        let (events, mut received) = mpsc::unbounded_channel();
         let taken = Arc::new(AtomicBool::new(false));
         self.ctx.database.scheduler.submit(PipelinedUnits {
             bytes,
