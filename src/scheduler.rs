@@ -188,7 +188,9 @@ async fn drive(
                 }
             }
             sent = engine.output.write_buf(&mut to_engine), if !to_engine.is_empty() => sent.map(drop),
-            filled = engine.input.fill(), if !in_flight.is_empty() => match filled {
+            // Read even when nothing is in flight: a server sends the
+            // notifications of other sessions while this one is idle.
+            filled = engine.input.fill() => match filled {
                 Ok(()) => route(engine, &mut in_flight, &notifier).await,
                 Err(err) => Err(err),
             },
@@ -225,12 +227,39 @@ async fn lend(
     returned.await.unwrap_or(None)
 }
 
+/// Output that answers no one: notifications go to their listeners; anything
+/// else (a server saying it shuts down, say) is logged.
+fn route_unsolicited(engine: &mut EngineSession, notifier: &Notifier) -> io::Result<()> {
+    let mut other = None;
+    let output = engine.input.take_complete(|tag| {
+        if tag != b'A' {
+            other = Some(tag);
+        }
+    })?;
+    let left = notifier.route(output, None);
+    if let Some(tag) = other {
+        warn!(
+            "the engine sent a message of type {} while idle: {}",
+            tag as char,
+            if tag == b'E' || tag == b'N' {
+                crate::engine::error_message(&left)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}
+
 /// Hands buffered engine output to the pipelined units it answers.
 async fn route(
     engine: &mut EngineSession,
     in_flight: &mut VecDeque<InFlight>,
     notifier: &Notifier,
 ) -> io::Result<()> {
+    if in_flight.is_empty() {
+        return route_unsolicited(engine, notifier);
+    }
     while let Some(unit) = in_flight.front_mut() {
         let (output, ready_seen, notifications) = engine.input.take_until_ready(unit.ready_left)?;
         if output.is_empty() {

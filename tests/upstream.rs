@@ -83,3 +83,31 @@ async fn an_upstream_over_a_unix_socket_with_per_client_settings() {
     assert_ne!(zone_b, "Asia/Tokyo");
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_from_another_server_session_reaches_an_idle_listener() {
+    let server = Postgres::start();
+    let gateway = gateway_for(&server.url()).await;
+    let (listener, mut messages) = gateway.connect_with_messages().await;
+    listener.batch_execute("LISTEN events").await.unwrap();
+    // Sent on the server directly, not through pgshare.
+    let url = server.url();
+    tokio::task::spawn_blocking(move || {
+        run("psql", &[&url, "-X", "-c", "NOTIFY events, 'from outside'"])
+    })
+    .await
+    .unwrap();
+    let note = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match messages.recv().await {
+                Some(tokio_postgres::AsyncMessage::Notification(note)) => return note,
+                Some(_) => continue,
+                None => panic!("connection closed"),
+            }
+        }
+    })
+    .await
+    .expect("the idle listener is notified without running anything");
+    assert_eq!((note.channel(), note.payload()), ("events", "from outside"));
+    gateway.stop().await;
+}

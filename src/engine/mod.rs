@@ -6,4 +6,4 @@ pub mod embedded;
 mod session;
 pub mod upstream;
 
-pub use session::EngineSession;
+pub use session::{EngineSession, error_message};
