@@ -447,3 +447,38 @@ async fn an_advisory_lock_is_released_when_its_client_leaves() {
     assert_eq!(value(&b, "SELECT pg_advisory_unlock(42)").await, "t");
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_connect_while_another_holds_a_transaction() {
+    let gateway = Gateway::start().await;
+    let holder = gateway.connect().await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    // Startup parameters cannot be checked on the busy engine: the login
+    // goes through, and they are checked at first use.
+    let mut config = gateway.config_for("postgres", "postgres");
+    config
+        .application_name("late")
+        .options("-c TimeZone=Mars/Olympus_Mons");
+    let bad = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        gateway.try_connect(config),
+    )
+    .await
+    .expect("login does not wait for the engine")
+    .unwrap();
+    let mut config = gateway.config_for("postgres", "postgres");
+    config.application_name("late");
+    let good = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        gateway.try_connect(config),
+    )
+    .await
+    .expect("login does not wait for the engine")
+    .unwrap();
+    let queued = tokio::spawn(async move { value(&good, "SHOW application_name").await });
+    let refused = tokio::spawn(async move { bad.simple_query("SELECT 1").await.unwrap_err() });
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(queued.await.unwrap(), "late");
+    assert_eq!(sqlstate(&refused.await.unwrap()), "22023");
+    gateway.stop().await;
+}

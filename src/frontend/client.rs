@@ -60,6 +60,8 @@ pub struct ClientContext {
     pub config: Arc<Config>,
     /// The client's session settings as of login.
     pub settings: Arc<Settings>,
+    /// Whether the engine has accepted them yet (see `login`).
+    pub settings_checked: bool,
     pub _permit: OwnedSemaphorePermit,
 }
 
@@ -215,7 +217,9 @@ impl Client {
                     self.take_client_input(read)?;
                     continue;
                 }
-                if let Some(ready_count) = single_pipelinable_unit(&self.pending, &self.names) {
+                if let Some(ready_count) = single_pipelinable_unit(&self.pending, &self.names)
+                    && self.ctx.settings_checked
+                {
                     self.run_pipelined(stream, ready_count).await?;
                     continue;
                 }
@@ -227,12 +231,18 @@ impl Client {
                                 .await
                                 .map_err(End::Engine)?
                             {
+                                if !self.ctx.settings_checked {
+                                    // A startup parameter the engine refuses,
+                                    // found at first use: refused as at login.
+                                    return Err(End::Fatal(error));
+                                }
                                 warn!(
                                     client = id,
                                     "the client's settings could not be restored: {error}; it continues with the defaults"
                                 );
                                 self.settings = engine.settings.clone();
                             }
+                            self.ctx.settings_checked = true;
                         }
                         self.lease = Some(lease);
                     }

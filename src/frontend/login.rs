@@ -4,6 +4,7 @@
 //! cancel key every client gets.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -138,7 +139,7 @@ async fn login<S: ClientStream>(
         .into());
     };
 
-    let (settings, parameters) = startup_settings(&database, &message).await?;
+    let (settings, settings_checked, parameters) = startup_settings(&database, &message).await?;
     let (key, cancel) = gateway.cancels.register();
     stream
         .write_all(&welcome(&parameters, key.process_id, key.secret_key))
@@ -152,41 +153,53 @@ async fn login<S: ClientStream>(
             database,
             config: gateway.config.clone(),
             settings,
+            settings_checked,
             _permit: permit,
         },
         buf,
     )))
 }
 
-/// Applies the client's startup parameters on the engine once, so that a bad
-/// value is refused at login as PostgreSQL refuses it, and reads back the
-/// values the engine normalised them to. Returns the client's settings and the
-/// parameters to report to it.
+/// How long a login waits for the engine to check the client's startup
+/// parameters; a busy engine (another client inside a transaction) must not
+/// keep a client from connecting.
+const STARTUP_CHECK_WAIT: Duration = Duration::from_millis(100);
+
+/// The client's settings from its startup parameters, and the parameters to
+/// report to it. When the engine is free they are applied once now, so that a
+/// bad value is refused at login as PostgreSQL refuses it, and reported with
+/// the values the engine normalised them to. Otherwise they are reported as
+/// sent and checked when the client first runs something.
 async fn startup_settings(
     database: &Database,
     message: &StartupMessage,
-) -> Result<(Arc<Settings>, Vec<(String, String)>), ClientError> {
+) -> Result<(Arc<Settings>, bool, Vec<(String, String)>), ClientError> {
     let requested = Arc::new(Settings::from_startup(&message.params));
     let mut parameters = database.parameters.clone();
     if requested.is_empty() {
-        return Ok((requested, parameters));
+        return Ok((requested, true, parameters));
     }
-    let mut lease = database.scheduler.lease().await;
-    let Some(engine) = lease.session.as_mut() else {
-        return Err(PgError::fatal(
-            sqlstate::CONNECTION_FAILURE,
-            "the database engine is not available",
-        )
-        .into());
-    };
-    settings::switch(engine, &requested).await??;
-    let applied = settings::capture(engine).await?;
+    let (settings, checked) =
+        match tokio::time::timeout(STARTUP_CHECK_WAIT, database.scheduler.lease()).await {
+            Ok(mut lease) => {
+                let Some(engine) = lease.session.as_mut() else {
+                    return Err(PgError::fatal(
+                        sqlstate::CONNECTION_FAILURE,
+                        "the database engine is not available",
+                    )
+                    .into());
+                };
+                settings::switch(engine, &requested).await??;
+                (settings::capture(engine).await?, true)
+            }
+            Err(_) => (requested, false),
+        };
     for (name, value) in &mut parameters {
-        if let Some(applied) = applied.get(name) {
-            *value = applied.to_string();
+        if let Some(value_for_client) = settings.get(name) {
+            *value = value_for_client.to_string();
         }
     }
-    Ok((applied, parameters))
+    Ok((settings, checked, parameters))
 }
 
 async fn read_startup_packet<S: ClientStream>(
