@@ -37,6 +37,8 @@ pub struct Config {
     pub storage: Storage,
     /// Serve a real PostgreSQL server instead of the embedded engine.
     pub upstream: Option<Upstream>,
+    /// Server sessions opened to the upstream server at most.
+    pub pool_size: usize,
     pub relaxed_durability: bool,
     pub auth: AuthMethod,
     /// Roles clients may log in as, with their passwords when they have one.

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::database::{Database, Databases};
 use crate::engine::embedded::EmbeddedEngine;
 use crate::frontend::login::serve_connection;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Connect, Scheduler};
 use crate::session::listen::Notifier;
 
 /// Name of the database the embedded engine serves.
@@ -59,29 +59,50 @@ impl Server {
             Some(dir) => Some(bind_unix(dir, port).await?),
             None => None,
         };
-        let (engine, session, name) = match &config.upstream {
+        let notifier = Arc::new(Notifier::default());
+        let (engine, database) = match &config.upstream {
             Some(upstream) => {
+                // One session now, to fail early and learn the parameters;
+                // the others open when the load needs them.
                 let session = upstream.connect().await?;
                 info!(
-                    "serving database \"{}\" from the upstream server",
-                    upstream.database()
+                    "serving database \"{}\" from the upstream server with up to {} server sessions",
+                    upstream.database(),
+                    config.pool_size
                 );
-                (None, session, upstream.database().to_string())
+                let parameters = session.parameters.clone();
+                let connector = upstream.clone();
+                let connect: Connect = Arc::new(move || {
+                    let upstream = connector.clone();
+                    Box::pin(async move { upstream.connect().await })
+                });
+                let database = Database {
+                    name: upstream.database().to_string(),
+                    parameters,
+                    scheduler: Scheduler::start_pool(
+                        session,
+                        connect,
+                        config.pool_size,
+                        notifier.clone(),
+                    ),
+                    notifier,
+                };
+                (None, database)
             }
             None => {
                 let (engine, session) =
                     EmbeddedEngine::open(config.storage.clone(), config.relaxed_durability).await?;
-                (Some(engine), session, DEFAULT_DATABASE.to_string())
+                let database = Database {
+                    name: DEFAULT_DATABASE.to_string(),
+                    parameters: session.parameters.clone(),
+                    scheduler: Scheduler::start(session, notifier.clone()),
+                    notifier,
+                };
+                (Some(engine), database)
             }
         };
         let mut databases = Databases::default();
-        let notifier = Arc::new(Notifier::default());
-        databases.add(Database {
-            name,
-            parameters: session.parameters.clone(),
-            scheduler: Scheduler::start(session, notifier.clone()),
-            notifier,
-        });
+        databases.add(database);
         let gateway = Arc::new(Gateway {
             connections: Arc::new(Semaphore::new(config.max_client_conn)),
             config: Arc::new(config),

@@ -74,6 +74,13 @@ struct ServeArgs {
     )]
     upstream: Option<String>,
 
+    /// With --upstream: server sessions opened at most, each shared by clients
+    /// one transaction (or one statement) at a time. Above 1, LISTEN and
+    /// SQL-level PREPARE are not supported yet (protocol-level prepared
+    /// statements are).
+    #[arg(long, env = "PGSHARE_POOL_SIZE", default_value_t = 1)]
+    pool_size: usize,
+
     /// Skip fsync in the engine: faster writes, but a crash of the machine (not
     /// only of pgshare) can lose recent commits.
     #[arg(long, env = "PGSHARE_RELAXED_DURABILITY")]
@@ -161,6 +168,7 @@ impl ServeArgs {
         Ok(Config {
             listen: self.listen,
             upstream,
+            pool_size: self.pool_size,
             unix_dir: self.unix_dir,
             storage,
             relaxed_durability: self.relaxed_durability,

@@ -14,17 +14,19 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::warn;
 
 use crate::engine::EngineSession;
 use crate::session::cleanup::query;
 use crate::session::listen::Notifier;
+use crate::session::replies::drop_parse_completes;
 use crate::session::settings::Settings;
 
 /// What a pipelined unit's client receives, in order.
@@ -46,6 +48,12 @@ pub struct PipelinedUnits {
     pub settings: Arc<Settings>,
     /// The client's process id, for the notifications its units send.
     pub client: i32,
+    /// Statements the units use without creating them, with the `Parse` that
+    /// creates each (engine names): sent first where the session lacks them.
+    pub needs: Vec<(Vec<u8>, Bytes)>,
+    /// Statements the units create and close.
+    pub parses: Vec<Vec<u8>>,
+    pub closes: Vec<Vec<u8>>,
     pub events: mpsc::UnboundedSender<UnitEvent>,
     /// Set by whoever acts first: the driver when it writes the units to the
     /// engine, or the client when it withdraws them (cancel, wait timeout).
@@ -78,10 +86,36 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Starts the driver task for `session`.
+    /// Starts the driver task for the one session of an engine that has only
+    /// one (the embedded engine).
     pub fn start(session: EngineSession, notifier: Arc<Notifier>) -> Self {
         let (requests, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(drive(Some(session), receiver, notifier));
+        let receiver = Arc::new(Mutex::new(receiver));
+        tokio::spawn(drive(Some(session), receiver, notifier, None));
+        Self { requests }
+    }
+
+    /// Starts `size` drivers that each open a session with `connect` when
+    /// first needed, and again after theirs failed (an upstream server's
+    /// pool). Requests go to whichever driver takes them first; `first` is an
+    /// already open session for the first driver.
+    pub fn start_pool(
+        first: EngineSession,
+        connect: Connect,
+        size: usize,
+        notifier: Arc<Notifier>,
+    ) -> Self {
+        let (requests, receiver) = mpsc::unbounded_channel();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let mut first = Some(first);
+        for _ in 0..size.max(1) {
+            tokio::spawn(drive(
+                first.take(),
+                receiver.clone(),
+                notifier.clone(),
+                Some(connect.clone()),
+            ));
+        }
         Self { requests }
     }
 
@@ -122,12 +156,88 @@ struct InFlight {
     client: Option<i32>,
     /// Where its answer goes; `None` for the gateway's own settings switch.
     events: Option<mpsc::UnboundedSender<UnitEvent>>,
+    /// `Parse` messages the gateway put first, whose answers are hidden.
+    added_parses: u32,
+}
+
+/// Opens a new engine session, for engines that can (an upstream server).
+pub type Connect = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<EngineSession>> + Send>> + Send + Sync,
+>;
+
+/// The queue every driver of one engine takes its requests from.
+type Requests = Arc<Mutex<mpsc::UnboundedReceiver<Request>>>;
+
+async fn next_request(requests: &Requests) -> Option<Request> {
+    requests.lock().await.recv().await
+}
+
+/// Answers a request that cannot be served: there is no engine session.
+fn refuse(request: Request) {
+    match request {
+        Request::Exclusive(grant) => drop(grant.send(Lease {
+            session: None,
+            home: None,
+        })),
+        Request::Pipelined(units) => {
+            let _ = units.events.send(UnitEvent::Failed(gone()));
+        }
+    }
+}
+
+/// Takes a request on: an exclusive one waits in `exclusive` until nothing is
+/// in flight; pipelined units are written behind what is in flight.
+fn accept(
+    request: Request,
+    engine: &mut EngineSession,
+    in_flight: &mut VecDeque<InFlight>,
+    to_engine: &mut BytesMut,
+    exclusive: &mut Option<oneshot::Sender<Lease>>,
+) {
+    match request {
+        Request::Exclusive(grant) => *exclusive = Some(grant),
+        Request::Pipelined(units) => {
+            if units.taken.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            if let Some(switch) = units.settings.switch_from(&engine.settings) {
+                // The switch's answer goes to no one.
+                to_engine.extend_from_slice(&switch);
+                in_flight.push_back(InFlight {
+                    ready_left: 1,
+                    client: None,
+                    events: None,
+                    added_parses: 0,
+                });
+                engine.settings = units.settings.clone();
+            }
+            let mut added_parses = 0;
+            for (name, parse) in units.needs {
+                if engine.statements.insert(name) {
+                    to_engine.extend_from_slice(&parse);
+                    added_parses += 1;
+                }
+            }
+            engine.statements.extend(units.parses);
+            for name in &units.closes {
+                engine.statements.remove(name);
+            }
+            to_engine.extend_from_slice(&units.bytes);
+            in_flight.push_back(InFlight {
+                ready_left: units.ready_count,
+                client: Some(units.client),
+                events: Some(units.events),
+                added_parses,
+            });
+        }
+    }
 }
 
 async fn drive(
     mut session: Option<EngineSession>,
-    mut requests: mpsc::UnboundedReceiver<Request>,
+    requests: Requests,
     notifier: Arc<Notifier>,
+    connect: Option<Connect>,
 ) {
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut to_engine = BytesMut::new();
@@ -141,51 +251,41 @@ async fn drive(
             continue;
         }
         let Some(engine) = session.as_mut() else {
-            // No engine: answer everything with a failure.
-            match requests.recv().await {
-                Some(Request::Exclusive(grant)) => drop(grant.send(Lease {
-                    session: None,
-                    home: None,
-                })),
-                Some(Request::Pipelined(units)) => {
-                    let _ = units.events.send(UnitEvent::Failed(gone()));
-                }
-                None => return,
+            // No session: open one for the next request, if this engine can.
+            let Some(request) = next_request(&requests).await else {
+                return;
+            };
+            session = match &connect {
+                Some(connect) => match connect().await {
+                    Ok(session) => Some(session),
+                    Err(err) => {
+                        warn!("could not open an engine session: {err:#}");
+                        None
+                    }
+                },
+                None => None,
+            };
+            match session.as_mut() {
+                Some(engine) => accept(
+                    request,
+                    engine,
+                    &mut in_flight,
+                    &mut to_engine,
+                    &mut exclusive,
+                ),
+                None => refuse(request),
             }
             continue;
         };
         let accepting = exclusive.is_none();
         let result: io::Result<()> = tokio::select! {
-            request = requests.recv(), if accepting => {
+            request = next_request(&requests), if accepting => {
                 match request {
                     None if in_flight.is_empty() => return,
-                    None => Ok(()),
-                    Some(Request::Exclusive(grant)) => {
-                        exclusive = Some(grant);
-                        Ok(())
-                    }
-                    Some(Request::Pipelined(units)) => {
-                        if !units.taken.swap(true, Ordering::SeqCst) {
-                            if let Some(switch) = units.settings.switch_from(&engine.settings) {
-                                // The switch's answer goes to no one.
-                                to_engine.extend_from_slice(&switch);
-                                in_flight.push_back(InFlight {
-                                    ready_left: 1,
-                                    client: None,
-                                    events: None,
-                                });
-                                engine.settings = units.settings.clone();
-                            }
-                            to_engine.extend_from_slice(&units.bytes);
-                            in_flight.push_back(InFlight {
-                                ready_left: units.ready_count,
-                                client: Some(units.client),
-                                events: Some(units.events),
-                            });
-                        }
-                        Ok(())
-                    }
+                    None => {}
+                    Some(request) => accept(request, engine, &mut in_flight, &mut to_engine, &mut exclusive),
                 }
+                Ok(())
             }
             sent = engine.output.write_buf(&mut to_engine), if !to_engine.is_empty() => sent.map(drop),
             // Read even when nothing is in flight: a server sends the
@@ -196,9 +296,7 @@ async fn drive(
             },
         };
         if let Err(err) = result {
-            warn!(
-                "the engine session failed: {err}; its clients get errors until pgshare is restarted"
-            );
+            warn!("an engine session failed: {err}; the clients whose work was on it get an error");
             for events in in_flight.drain(..).filter_map(|unit| unit.events) {
                 let _ = events.send(UnitEvent::Failed(io::Error::new(
                     err.kind(),
@@ -267,6 +365,11 @@ async fn route(
         }
         let output = if notifications {
             notifier.route(output, unit.client)
+        } else {
+            output
+        };
+        let output = if unit.added_parses > 0 {
+            drop_parse_completes(output, &mut unit.added_parses)
         } else {
             output
         };

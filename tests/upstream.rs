@@ -111,3 +111,55 @@ async fn a_notify_from_another_server_session_reaches_an_idle_listener() {
     assert_eq!((note.channel(), note.payload()), ("events", "from outside"));
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_follow_their_clients_across_pooled_sessions() {
+    let server = Postgres::start();
+    let gateway = gateway_for(&server.url()).await;
+    let setup = gateway.connect().await;
+    setup
+        .batch_execute("CREATE TABLE items(id int PRIMARY KEY, owner int); INSERT INTO items SELECT i, i % 8 FROM generate_series(1, 800) i")
+        .await
+        .unwrap();
+    let clients = futures_util::future::join_all((0..8).map(|_| gateway.connect())).await;
+    let work = clients
+        .iter()
+        .enumerate()
+        .map(|(owner, client)| async move {
+            let owner = owner as i32;
+            let count = client
+                .prepare("SELECT count(*)::int4 FROM items WHERE owner = $1")
+                .await
+                .unwrap();
+            for round in 0..30 {
+                if round % 3 == 0 {
+                    // A transaction holds one pooled session for a while, so the
+                    // next statements land on whichever other session is free.
+                    client.batch_execute("BEGIN").await.unwrap();
+                    let n: i32 = client.query_one(&count, &[&owner]).await.unwrap().get(0);
+                    assert_eq!(n, 100);
+                    client.batch_execute("COMMIT").await.unwrap();
+                } else {
+                    let n: i32 = client.query_one(&count, &[&owner]).await.unwrap().get(0);
+                    assert_eq!(n, 100);
+                }
+            }
+        });
+    futures_util::future::join_all(work).await;
+    // The gateway really used several server sessions.
+    let url = server.url();
+    let sessions = tokio::task::spawn_blocking(move || {
+        run(
+            "psql",
+            &[&url, "-X", "-A", "-t", "-c", "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"],
+        )
+    })
+    .await
+    .unwrap();
+    let sessions: i32 = sessions.trim().parse().unwrap();
+    assert!(
+        (2..=4).contains(&sessions),
+        "{sessions} server sessions for a pool of 4"
+    );
+    gateway.stop().await;
+}

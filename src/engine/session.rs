@@ -1,6 +1,7 @@
 //! One engine session: a Postgres protocol stream after startup, with its read
 //! buffer and the transaction status of its last `ReadyForQuery`.
 
+use std::collections::HashSet;
 use std::io;
 use std::sync::Arc;
 
@@ -26,6 +27,8 @@ pub struct EngineSession {
     pub parameters: Vec<(String, String)>,
     /// The session settings the engine carries now (see `session::settings`).
     pub settings: Arc<Settings>,
+    /// Engine names of the prepared statements that exist on this session.
+    pub statements: HashSet<Vec<u8>>,
 }
 
 /// What the engine answered to one of the gateway's own queries.
@@ -91,6 +94,7 @@ impl EngineSession {
             output: writer,
             parameters: Vec::new(),
             settings: Arc::default(),
+            statements: HashSet::new(),
         };
         session
             .output

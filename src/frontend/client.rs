@@ -27,9 +27,10 @@ use crate::protocol::frame::{self, Reader};
 use crate::scheduler::{Lease, PipelinedUnits, UnitEvent};
 use crate::session::cleanup;
 use crate::session::listen::{self, Notifier};
-use crate::session::names::Namespace;
+use crate::session::names::{Namespace, StatementUse};
 use crate::session::pinning;
 use crate::session::pipeline::single_pipelinable_unit;
+use crate::session::replies::ParseReplies;
 use crate::session::reset::{ResetCommand, reset_command};
 use crate::session::settings::{self, Settings};
 use crate::session::unit::UnitOfWork;
@@ -107,6 +108,8 @@ struct Client {
     state_may_change: bool,
     /// The client holds session state; the engine is reserved for it.
     pinned: bool,
+    /// Answers to `Parse` messages the gateway added, to hide.
+    parse_replies: ParseReplies,
 }
 
 /// Serves a logged-in client until it leaves, then cleans up after it.
@@ -132,6 +135,7 @@ pub async fn serve<S: ClientStream>(stream: &mut S, inbuf: BytesMut, ctx: Client
         unit_ran: false,
         state_may_change: false,
         pinned: false,
+        parse_replies: ParseReplies::default(),
     };
     let end = match client.run(stream).await {
         Ok(()) => End::Left,
@@ -274,7 +278,16 @@ impl Client {
                 write_client(stream, &reply).await?;
                 continue;
             }
-            self.forward_pending()?;
+            // The lease leaves `self` while messages are forwarded with it.
+            let Some(mut lease) = self.lease.take() else {
+                continue;
+            };
+            let forwarded = match lease.session.as_mut() {
+                Some(engine) => self.forward_pending(engine),
+                None => Err(End::Fatal(engine_unavailable())),
+            };
+            self.lease = Some(lease);
+            forwarded?;
             let Some(engine) = self.lease.as_mut().and_then(|lease| lease.session.as_mut()) else {
                 return Err(End::Fatal(engine_unavailable()));
             };
@@ -354,6 +367,7 @@ impl Client {
                         let id = self.ctx.key.process_id;
                         output = self.ctx.database.notifier.route(output, Some(id));
                     }
+                    output = self.parse_replies.filter(output);
                     if !output.is_empty() {
                         stream.write_all(&output).await.map_err(End::ClientIo)?;
                         stream.flush().await.map_err(End::ClientIo)?;
@@ -438,7 +452,18 @@ impl Client {
         ready_count: u32,
     ) -> Result<(), End> {
         let mut bytes = BytesMut::new();
+        let (mut needs, mut parses, mut closes) = (Vec::new(), Vec::new(), Vec::new());
         while let Some(message) = self.pending.pop_front() {
+            match self.names.statement_use(&message) {
+                StatementUse::Parses(name) => parses.push(name),
+                StatementUse::Closes(name) => closes.push(name),
+                StatementUse::Needs(name) if !parses.contains(&name) => {
+                    if let Some(parse) = self.names.parse_message(&name) {
+                        needs.push((name, parse));
+                    }
+                }
+                StatementUse::Needs(_) | StatementUse::None => {}
+            }
             match self.names.rewrite(&message).map_err(End::Fatal)? {
                 Some(rewritten) => bytes.extend_from_slice(&rewritten),
                 None => bytes.extend_from_slice(&message),
@@ -451,6 +476,9 @@ impl Client {
             ready_count,
             settings: self.settings.clone(),
             client: self.ctx.key.process_id,
+            needs,
+            parses,
+            closes,
             events,
             taken: taken.clone(),
         });
@@ -542,8 +570,10 @@ impl Client {
         Ok(())
     }
 
-    /// Moves pending messages into the engine's output, names rewritten.
-    fn forward_pending(&mut self) -> Result<(), End> {
+    /// Moves pending messages into the engine's output, names rewritten. A
+    /// statement the client prepared on another session of the engine is
+    /// prepared on this one first, its answer hidden.
+    fn forward_pending(&mut self, engine: &mut EngineSession) -> Result<(), End> {
         let mut last = None;
         while let Some(message) = self.pending.pop_front() {
             let tag = message[0];
@@ -554,9 +584,30 @@ impl Client {
             }
             self.note_session_changes(&message);
             self.unit_ran = true;
+            match self.names.statement_use(&message) {
+                StatementUse::Needs(name) if !engine.statements.contains(&name) => {
+                    if let Some(parse) = self.names.parse_message(&name) {
+                        self.to_engine.extend_from_slice(&parse);
+                        self.parse_replies.parse_sent(true);
+                        engine.statements.insert(name);
+                    }
+                }
+                StatementUse::Parses(name) => {
+                    engine.statements.insert(name);
+                }
+                StatementUse::Closes(name) => {
+                    engine.statements.remove(&name);
+                }
+                StatementUse::Needs(_) | StatementUse::None => {}
+            }
             match self.names.rewrite(&message).map_err(End::Fatal)? {
                 Some(rewritten) => self.to_engine.extend_from_slice(&rewritten),
                 None => self.to_engine.extend_from_slice(&message),
+            }
+            match tag {
+                b'P' => self.parse_replies.parse_sent(false),
+                b'S' | b'Q' | b'F' => self.parse_replies.group_ended(),
+                _ => {}
             }
             self.unit.sent(tag);
             last = Some(tag);

@@ -43,6 +43,7 @@ pub async fn close_statements(
     }
     let mut closes = Vec::new();
     for name in statements {
+        engine.statements.remove(name);
         let mut body = vec![b'S'];
         body.extend_from_slice(name);
         body.push(0);

@@ -7,6 +7,7 @@ pub mod listen;
 pub mod names;
 pub mod pinning;
 pub mod pipeline;
+pub mod replies;
 pub mod reset;
 pub mod settings;
 pub mod unit;

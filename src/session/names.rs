@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::protocol::backend::push_message;
 use crate::protocol::error::PgError;
@@ -22,13 +22,17 @@ use super::settings::may_change_settings;
 /// PostgreSQL compares statement and portal names on their first 63 bytes.
 const MAX_NAME_LEN: usize = 63;
 
-/// What the gateway knows of a named prepared statement's SQL.
-#[derive(Debug, Clone, Copy)]
+/// What the gateway knows of a named prepared statement.
+#[derive(Debug, Clone)]
 struct StatementInfo {
     /// See `pipeline::is_self_contained`.
     self_contained: bool,
     /// See `settings::may_change_settings`.
     changes_settings: bool,
+    /// The `Parse` message that creates it on an engine session (engine
+    /// names), to create it again on a session that lacks it; `None` for
+    /// statements made by SQL `PREPARE`.
+    parse: Option<Bytes>,
 }
 
 impl StatementInfo {
@@ -36,8 +40,21 @@ impl StatementInfo {
         Self {
             self_contained: is_self_contained(sql),
             changes_settings: may_change_settings(sql),
+            parse: None,
         }
     }
+}
+
+/// What a frontend message does with a named statement (engine names).
+#[derive(Debug, PartialEq, Eq)]
+pub enum StatementUse {
+    None,
+    /// `Parse` creates it.
+    Parses(Vec<u8>),
+    /// `Bind` or `Describe` needs it to exist.
+    Needs(Vec<u8>),
+    /// `Close` removes it.
+    Closes(Vec<u8>),
 }
 
 /// One client's names and the ones it has on the engine.
@@ -45,6 +62,10 @@ pub struct Namespace {
     prefix: String,
     /// The client's named prepared statements, by engine name.
     statements: HashMap<Vec<u8>, StatementInfo>,
+    /// How many times each statement name was prepared. A name prepared again
+    /// gets a new engine name: on an engine with several sessions, a copy of
+    /// the closed statement may remain on a session the `Close` never reached.
+    generations: HashMap<Vec<u8>, u32>,
 }
 
 impl Namespace {
@@ -52,6 +73,7 @@ impl Namespace {
         Self {
             prefix: format!("pgs{client_id}_"),
             statements: HashMap::new(),
+            generations: HashMap::new(),
         }
     }
 
@@ -71,6 +93,37 @@ impl Namespace {
         out
     }
 
+    /// The engine's name for the client's statement `name` as prepared now.
+    pub fn statement_name(&self, name: &[u8]) -> Vec<u8> {
+        let generation = self.generations.get(name).copied().unwrap_or(1);
+        self.generation_name(name, generation)
+    }
+
+    /// The engine name the next `Parse` or `PREPARE` of `name` gets.
+    fn next_statement_name(&self, name: &[u8]) -> Vec<u8> {
+        let generation = self.generations.get(name).copied().unwrap_or(0) + 1;
+        self.generation_name(name, generation)
+    }
+
+    fn generation_name(&self, name: &[u8], generation: u32) -> Vec<u8> {
+        if generation <= 1 || name.is_empty() {
+            return self.engine_name(name);
+        }
+        let mut versioned = name.to_vec();
+        versioned.push(0x1f);
+        versioned.extend_from_slice(generation.to_string().as_bytes());
+        self.engine_name(&versioned)
+    }
+
+    /// Gives `name` its next engine name and returns it.
+    fn prepare_name(&mut self, name: &[u8]) -> Vec<u8> {
+        let engine = self.next_statement_name(name);
+        if !name.is_empty() {
+            *self.generations.entry(name.to_vec()).or_insert(0) += 1;
+        }
+        engine
+    }
+
     /// Engine names of the statements the client still has.
     pub fn statements(&self) -> impl Iterator<Item = &[u8]> {
         self.statements.keys().map(Vec::as_slice)
@@ -86,8 +139,39 @@ impl Namespace {
         self.info(name).is_some_and(|info| info.changes_settings)
     }
 
-    fn info(&self, name: &[u8]) -> Option<StatementInfo> {
-        self.statements.get(&self.engine_name(name)).copied()
+    fn info(&self, name: &[u8]) -> Option<&StatementInfo> {
+        self.statements.get(&self.statement_name(name))
+    }
+
+    /// The `Parse` message that creates the statement with this engine name.
+    pub fn parse_message(&self, engine_name: &[u8]) -> Option<Bytes> {
+        self.statements.get(engine_name)?.parse.clone()
+    }
+
+    /// What the client's `message` does with a named statement.
+    pub fn statement_use(&self, message: &[u8]) -> StatementUse {
+        let mut reader = Reader::new(frame::body(message));
+        let named = |name: Result<&[u8], PgError>| match name {
+            Ok(name) if !name.is_empty() => Some(self.statement_name(name)),
+            _ => None,
+        };
+        let kind_is_statement =
+            |reader: &mut Reader<'_>| reader.byte().is_ok_and(|kind| kind == b'S');
+        let result = match message[0] {
+            b'P' => match reader.cstr() {
+                Ok(name) if !name.is_empty() => {
+                    Some(StatementUse::Parses(self.next_statement_name(name)))
+                }
+                _ => None,
+            },
+            b'B' => named(reader.cstr().and_then(|_portal| reader.cstr())).map(StatementUse::Needs),
+            b'D' if kind_is_statement(&mut reader) => named(reader.cstr()).map(StatementUse::Needs),
+            b'C' if kind_is_statement(&mut reader) => {
+                named(reader.cstr()).map(StatementUse::Closes)
+            }
+            _ => None,
+        };
+        result.unwrap_or(StatementUse::None)
     }
 
     /// Forgets every statement, returning their engine names (to close them).
@@ -128,7 +212,11 @@ impl Namespace {
                 Kind::QuotedIdent => unquote(token.text(sql)),
                 _ => continue,
             };
-            let engine = self.engine_name(&name);
+            let engine = if action == NameUse::Prepare {
+                self.prepare_name(&name)
+            } else {
+                self.statement_name(&name)
+            };
             match action {
                 NameUse::Prepare => {
                     let body = statement
@@ -168,6 +256,7 @@ impl Namespace {
         let body = frame::body(message);
         let mut reader = Reader::new(body);
         let mut out = Vec::with_capacity(body.len() + 16);
+        let mut created = None;
         match message[0] {
             b'Q' => {
                 let sql = reader.cstr()?;
@@ -183,11 +272,11 @@ impl Namespace {
                 if name.is_empty() && rewritten_sql.is_none() {
                     return Ok(None);
                 }
-                let engine = self.engine_name(name);
+                let engine = self.prepare_name(name);
                 push_cstr(&mut out, &engine);
                 push_cstr(&mut out, rewritten_sql.as_deref().unwrap_or(sql));
                 if !name.is_empty() {
-                    self.statements.insert(engine, StatementInfo::of(sql));
+                    created = Some((engine, StatementInfo::of(sql)));
                 }
             }
             b'B' => {
@@ -197,7 +286,7 @@ impl Namespace {
                     return Ok(None);
                 }
                 push_cstr(&mut out, &self.engine_name(portal));
-                push_cstr(&mut out, &self.engine_name(statement));
+                push_cstr(&mut out, &self.statement_name(statement));
             }
             b'E' => {
                 let portal = reader.cstr()?;
@@ -212,7 +301,11 @@ impl Namespace {
                 if name.is_empty() {
                     return Ok(None);
                 }
-                let engine = self.engine_name(name);
+                let engine = if kind == b'S' {
+                    self.statement_name(name)
+                } else {
+                    self.engine_name(name)
+                };
                 if message[0] == b'C' && kind == b'S' {
                     self.statements.remove(&engine);
                 }
@@ -224,6 +317,10 @@ impl Namespace {
         out.extend_from_slice(reader.rest());
         let mut rewritten = Vec::with_capacity(out.len() + 5);
         push_message(&mut rewritten, message[0], &out);
+        if let Some((engine, mut info)) = created {
+            info.parse = Some(Bytes::copy_from_slice(&rewritten));
+            self.statements.insert(engine, info);
+        }
         Ok(Some(BytesMut::from(&rewritten[..])))
     }
 }
@@ -383,6 +480,54 @@ mod tests {
             names
                 .rewrite_sql(b"SELECT 'PREPARE x AS SELECT 1'")
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn a_statement_prepared_again_gets_a_new_engine_name() {
+        let mut names = Namespace::new(8);
+        let parse = message(b'P', b"s\0SELECT 1\0\0\0");
+        names.rewrite(&parse).unwrap();
+        names.rewrite(&message(b'C', b"Ss\0")).unwrap();
+        let next = names.statement_use(&parse);
+        let again = names.rewrite(&parse).unwrap().unwrap();
+        let StatementUse::Parses(second) = next else {
+            panic!("a Parse creates a statement");
+        };
+        assert_ne!(second, b"pgs8_s".to_vec());
+        assert_eq!(names.statement_name(b"s"), second);
+        assert!(again.windows(second.len()).any(|w| w == second.as_slice()));
+    }
+
+    #[test]
+    fn statement_uses_name_the_engine_statement() {
+        let mut names = Namespace::new(6);
+        let parse = message(b'P', b"s\0SELECT 1\0\0\0");
+        assert_eq!(
+            names.statement_use(&parse),
+            StatementUse::Parses(b"pgs6_s".to_vec())
+        );
+        let rewritten = names.rewrite(&parse).unwrap().unwrap();
+        assert_eq!(names.parse_message(b"pgs6_s").unwrap(), &rewritten[..]);
+        assert_eq!(
+            names.statement_use(&message(b'B', b"\0s\0\0\0\0\0\0\0")),
+            StatementUse::Needs(b"pgs6_s".to_vec())
+        );
+        assert_eq!(
+            names.statement_use(&message(b'D', b"Ss\0")),
+            StatementUse::Needs(b"pgs6_s".to_vec())
+        );
+        assert_eq!(
+            names.statement_use(&message(b'D', b"Pp\0")),
+            StatementUse::None
+        );
+        assert_eq!(
+            names.statement_use(&message(b'C', b"Ss\0")),
+            StatementUse::Closes(b"pgs6_s".to_vec())
+        );
+        assert_eq!(
+            names.statement_use(&message(b'B', b"\0\0\0\0\0\0\0\0")),
+            StatementUse::None
         );
     }
 
