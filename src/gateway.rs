@@ -79,12 +79,11 @@ impl Server {
                 let database = Database {
                     name: upstream.database().to_string(),
                     parameters,
-                    scheduler: Scheduler::start_pool(
-                        session,
-                        connect,
-                        config.pool_size,
-                        notifier.clone(),
-                    ),
+                    scheduler: if config.pool_size > 1 {
+                        Scheduler::pooled(session, connect, config.pool_size)
+                    } else {
+                        Scheduler::start(session, notifier.clone(), Some(connect))
+                    },
                     notifier,
                 };
                 (None, database)
@@ -95,7 +94,7 @@ impl Server {
                 let database = Database {
                     name: DEFAULT_DATABASE.to_string(),
                     parameters: session.parameters.clone(),
-                    scheduler: Scheduler::start(session, notifier.clone()),
+                    scheduler: Scheduler::start(session, notifier.clone(), None),
                     notifier,
                 };
                 (Some(engine), database)

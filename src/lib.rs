@@ -8,6 +8,7 @@ pub mod database;
 pub mod engine;
 pub mod frontend;
 pub mod gateway;
+pub mod pool;
 pub mod protocol;
 pub mod scheduler;
 pub mod session;

@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::engine::EngineSession;
+use crate::pool::Pool;
 use crate::session::cleanup::query;
 use crate::session::listen::Notifier;
 use crate::session::replies::drop_parse_completes;
@@ -70,75 +71,99 @@ enum Request {
 /// session broken.
 pub struct Lease {
     pub session: Option<EngineSession>,
-    home: Option<oneshot::Sender<Option<EngineSession>>>,
+    /// Gives the session back when the lease ends.
+    home: Option<Box<dyn FnOnce(Option<EngineSession>) + Send>>,
+}
+
+impl Lease {
+    pub fn new(
+        session: Option<EngineSession>,
+        home: impl FnOnce(Option<EngineSession>) + Send + 'static,
+    ) -> Self {
+        Self {
+            session,
+            home: Some(Box::new(home)),
+        }
+    }
+
+    fn none() -> Self {
+        Self {
+            session: None,
+            home: None,
+        }
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(home) = self.home.take() {
-            let _ = home.send(self.session.take());
+            home(self.session.take());
         }
     }
 }
 
 pub struct Scheduler {
-    requests: mpsc::UnboundedSender<Request>,
+    kind: Kind,
+}
+
+enum Kind {
+    /// Driver tasks own the sessions; units can be pipelined.
+    Driven(mpsc::UnboundedSender<Request>),
+    /// Clients take sessions from the pool directly.
+    Pooled(Arc<Pool>),
 }
 
 impl Scheduler {
-    /// Starts the driver task for the one session of an engine that has only
-    /// one (the embedded engine).
-    pub fn start(session: EngineSession, notifier: Arc<Notifier>) -> Self {
-        let (requests, receiver) = mpsc::unbounded_channel();
-        let receiver = Arc::new(Mutex::new(receiver));
-        tokio::spawn(drive(Some(session), receiver, notifier, None));
-        Self { requests }
-    }
-
-    /// Starts `size` drivers that each open a session with `connect` when
-    /// first needed, and again after theirs failed (an upstream server's
-    /// pool). Requests go to whichever driver takes them first; `first` is an
-    /// already open session for the first driver.
-    pub fn start_pool(
-        first: EngineSession,
-        connect: Connect,
-        size: usize,
+    /// Starts the driver task for an engine's one session. With `connect`, a
+    /// failed session is replaced for the next request (an upstream server).
+    pub fn start(
+        session: EngineSession,
         notifier: Arc<Notifier>,
+        connect: Option<Connect>,
     ) -> Self {
         let (requests, receiver) = mpsc::unbounded_channel();
-        let receiver = Arc::new(Mutex::new(receiver));
-        let mut first = Some(first);
-        for _ in 0..size.max(1) {
-            tokio::spawn(drive(
-                first.take(),
-                receiver.clone(),
-                notifier.clone(),
-                Some(connect.clone()),
-            ));
+        tokio::spawn(drive(Some(session), receiver, notifier, connect));
+        Self {
+            kind: Kind::Driven(requests),
         }
-        Self { requests }
     }
 
-    /// Waits for the exclusive lease, behind everyone who asked earlier.
+    /// A pool of up to `size` sessions that clients take directly, one unit
+    /// of work at a time (an upstream server's transaction pooling).
+    pub fn pooled(first: EngineSession, connect: Connect, size: usize) -> Self {
+        Self {
+            kind: Kind::Pooled(Pool::new(first, connect, size)),
+        }
+    }
+
+    /// Whether self-contained units may be pipelined (`submit`). A pool runs
+    /// every unit on a session of its own instead.
+    pub fn pipelines(&self) -> bool {
+        matches!(self.kind, Kind::Driven(_))
+    }
+
+    /// Waits for an exclusive lease, behind everyone who asked earlier.
     /// Dropping the future before it completes leaves the queue.
     pub async fn lease(&self) -> Lease {
+        let requests = match &self.kind {
+            Kind::Driven(requests) => requests,
+            Kind::Pooled(pool) => return pool.lease().await,
+        };
         let (grant, granted) = oneshot::channel();
-        if self.requests.send(Request::Exclusive(grant)).is_err() {
-            return Lease {
-                session: None,
-                home: None,
-            };
+        if requests.send(Request::Exclusive(grant)).is_err() {
+            return Lease::none();
         }
-        granted.await.unwrap_or(Lease {
-            session: None,
-            home: None,
-        })
+        granted.await.unwrap_or_else(|_| Lease::none())
     }
 
     /// Queues pipelined units; their events arrive on `units.events`.
     pub fn submit(&self, units: PipelinedUnits) {
+        let Kind::Driven(requests) = &self.kind else {
+            let _ = units.events.send(UnitEvent::Failed(gone()));
+            return;
+        };
         if let Err(mpsc::error::SendError(Request::Pipelined(units))) =
-            self.requests.send(Request::Pipelined(units))
+            requests.send(Request::Pipelined(units))
         {
             let _ = units.events.send(UnitEvent::Failed(gone()));
         }
@@ -165,20 +190,10 @@ pub type Connect = Arc<
     dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<EngineSession>> + Send>> + Send + Sync,
 >;
 
-/// The queue every driver of one engine takes its requests from.
-type Requests = Arc<Mutex<mpsc::UnboundedReceiver<Request>>>;
-
-async fn next_request(requests: &Requests) -> Option<Request> {
-    requests.lock().await.recv().await
-}
-
 /// Answers a request that cannot be served: there is no engine session.
 fn refuse(request: Request) {
     match request {
-        Request::Exclusive(grant) => drop(grant.send(Lease {
-            session: None,
-            home: None,
-        })),
+        Request::Exclusive(grant) => drop(grant.send(Lease::none())),
         Request::Pipelined(units) => {
             let _ = units.events.send(UnitEvent::Failed(gone()));
         }
@@ -235,7 +250,7 @@ fn accept(
 
 async fn drive(
     mut session: Option<EngineSession>,
-    requests: Requests,
+    mut requests: mpsc::UnboundedReceiver<Request>,
     notifier: Arc<Notifier>,
     connect: Option<Connect>,
 ) {
@@ -252,7 +267,7 @@ async fn drive(
         }
         let Some(engine) = session.as_mut() else {
             // No session: open one for the next request, if this engine can.
-            let Some(request) = next_request(&requests).await else {
+            let Some(request) = requests.recv().await else {
                 return;
             };
             session = match &connect {
@@ -279,7 +294,7 @@ async fn drive(
         };
         let accepting = exclusive.is_none();
         let result: io::Result<()> = tokio::select! {
-            request = next_request(&requests), if accepting => {
+            request = requests.recv(), if accepting => {
                 match request {
                     None if in_flight.is_empty() => return,
                     None => {}
@@ -315,10 +330,9 @@ async fn lend(
     grant: oneshot::Sender<Lease>,
 ) -> Option<EngineSession> {
     let (home, returned) = oneshot::channel();
-    let lease = Lease {
-        session,
-        home: Some(home),
-    };
+    let lease = Lease::new(session, move |session| {
+        let _ = home.send(session);
+    });
     // A client that stopped waiting drops the lease at once, which sends the
     // session straight back.
     drop(grant.send(lease));

@@ -8,9 +8,11 @@ use std::process::Command;
 use support::postgres::Postgres;
 use support::{Gateway, test_config};
 
-async fn gateway_for(upstream_url: &str) -> Gateway {
+/// A gateway serving `upstream_url` with up to `pool_size` server sessions.
+async fn gateway_for(upstream_url: &str, pool_size: usize) -> Gateway {
     let mut config = test_config();
     config.upstream = Some(pgshare::engine::upstream::Upstream::parse(upstream_url).unwrap());
+    config.pool_size = pool_size;
     Gateway::start_with(config).await
 }
 
@@ -31,7 +33,7 @@ fn run(program: &str, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_through_pgshare_to_postgres_loses_nothing() {
     let server = Postgres::start();
-    let gateway = gateway_for(&server.url()).await;
+    let gateway = gateway_for(&server.url(), 4).await;
     let url = gateway.url();
     let sums = tokio::task::spawn_blocking(move || {
         run("pgbench", &["-i", "-s", "1", &url]);
@@ -71,7 +73,7 @@ async fn pgbench_through_pgshare_to_postgres_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_over_a_unix_socket_with_per_client_settings() {
     let server = Postgres::start();
-    let gateway = gateway_for(&server.socket_url()).await;
+    let gateway = gateway_for(&server.socket_url(), 1).await;
     let a = gateway.connect().await;
     let b = gateway.connect().await;
     a.batch_execute("SET TimeZone = 'Asia/Tokyo'")
@@ -87,7 +89,8 @@ async fn an_upstream_over_a_unix_socket_with_per_client_settings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notify_from_another_server_session_reaches_an_idle_listener() {
     let server = Postgres::start();
-    let gateway = gateway_for(&server.url()).await;
+    // LISTEN needs a session that is read while idle: one server session.
+    let gateway = gateway_for(&server.url(), 1).await;
     let (listener, mut messages) = gateway.connect_with_messages().await;
     listener.batch_execute("LISTEN events").await.unwrap();
     // Sent on the server directly, not through pgshare.
@@ -115,7 +118,7 @@ async fn a_notify_from_another_server_session_reaches_an_idle_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_follow_their_clients_across_pooled_sessions() {
     let server = Postgres::start();
-    let gateway = gateway_for(&server.url()).await;
+    let gateway = gateway_for(&server.url(), 4).await;
     let setup = gateway.connect().await;
     setup
         .batch_execute("CREATE TABLE items(id int PRIMARY KEY, owner int); INSERT INTO items SELECT i, i % 8 FROM generate_series(1, 800) i")
@@ -161,5 +164,63 @@ async fn prepared_statements_follow_their_clients_across_pooled_sessions() {
         (2..=4).contains(&sessions),
         "{sessions} server sessions for a pool of 4"
     );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_server_session_costs_only_the_work_on_it() {
+    let server = Postgres::start();
+    let gateway = gateway_for(&server.url(), 4).await;
+    let url = gateway.url();
+    let direct = server.url();
+    let output = tokio::task::spawn_blocking(move || {
+        run("pgbench", &["-i", "-s", "1", &url]);
+        let bench = std::thread::spawn({
+            let url = url.clone();
+            move || {
+                Command::new("pgbench")
+                    .args(["-c", "8", "-j", "2", "-T", "6", &url])
+                    .output()
+                    .expect("run pgbench")
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        // One of pgshare's server sessions dies (as in a server-side kill).
+        let killed = run(
+            "psql",
+            &[
+                &direct, "-X", "-A", "-t", "-c",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() ORDER BY pid LIMIT 1",
+            ],
+        );
+        assert_eq!(killed.trim(), "t", "a server session was terminated");
+        let bench = bench.join().unwrap();
+        let text = String::from_utf8_lossy(&bench.stdout).into_owned()
+            + &String::from_utf8_lossy(&bench.stderr);
+        // Clients whose transaction was not on the killed session go on.
+        let processed: u64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix("number of transactions actually processed: "))
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("pgbench printed no count:\n{text}"));
+        assert!(processed > 100, "{text}");
+        let aborted = text.matches("aborted in command").count();
+        assert!(aborted <= 1, "only the client on the killed session fails:\n{text}");
+        // A new client gets a fresh server session, and nothing half-done
+        // was committed.
+        run(
+            "psql",
+            &[
+                &url, "-X", "-A", "-t", "-c",
+                "SELECT (SELECT sum(abalance) FROM pgbench_accounts) = (SELECT sum(delta) FROM pgbench_history) \
+                 AND (SELECT sum(tbalance) FROM pgbench_tellers) = (SELECT sum(delta) FROM pgbench_history)",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.trim(), "t", "balances agree after the kill");
     gateway.stop().await;
 }

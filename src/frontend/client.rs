@@ -221,8 +221,9 @@ impl Client {
                     self.take_client_input(read)?;
                     continue;
                 }
-                if let Some(ready_count) = single_pipelinable_unit(&self.pending, &self.names)
-                    && self.ctx.settings_checked
+                if self.ctx.settings_checked
+                    && self.ctx.database.scheduler.pipelines()
+                    && let Some(ready_count) = single_pipelinable_unit(&self.pending, &self.names)
                 {
                     self.run_pipelined(stream, ready_count).await?;
                     continue;

@@ -33,7 +33,7 @@ pub fn test_config() -> Config {
         unix_dir: None,
         storage: Storage::Memory,
         upstream: None,
-        pool_size: 4,
+        pool_size: 1,
         relaxed_durability: true,
         auth: AuthMethod::Trust,
         users,
