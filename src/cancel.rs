@@ -7,11 +7,15 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use crate::engine::cancel::ServerCancel;
+
 /// What a cancel request can reach of one client.
 #[derive(Default)]
 pub struct CancelTarget {
     notify: Notify,
     waiting: AtomicBool,
+    /// The server session the client holds now, when it can be cancelled.
+    running: Mutex<Option<ServerCancel>>,
 }
 
 impl CancelTarget {
@@ -30,13 +34,36 @@ impl CancelTarget {
         result
     }
 
-    /// Interrupts the client's wait; returns false when it was not waiting.
-    fn cancel(&self) -> bool {
+    /// Records the server session the client holds (`None` once released).
+    pub fn set_running(&self, session: Option<ServerCancel>) {
+        *self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = session;
+    }
+
+    /// Interrupts the client's wait, or else the statement it runs on a
+    /// server session.
+    fn cancel(&self) -> CancelOutcome {
         if self.waiting.load(Ordering::SeqCst) {
             self.notify.notify_waiters();
-            true
-        } else {
-            false
+            return CancelOutcome::RemovedFromQueue;
+        }
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        match running {
+            Some(server) => {
+                tokio::spawn(async move {
+                    if let Err(err) = server.send().await {
+                        tracing::warn!("forwarding a cancel request to the server failed: {err}");
+                    }
+                });
+                CancelOutcome::ForwardedToServer
+            }
+            None => CancelOutcome::NotWaiting,
         }
     }
 }
@@ -57,6 +84,9 @@ pub struct CancelRegistry {
 pub enum CancelOutcome {
     /// The client was waiting for the engine; its work was dropped.
     RemovedFromQueue,
+    /// The client holds an upstream server session: the server was asked to
+    /// cancel what runs there.
+    ForwardedToServer,
     /// The client is running on the engine or idle; nothing was waiting.
     NotWaiting,
     /// No client has this key.
@@ -95,11 +125,7 @@ impl CancelRegistry {
             Some((secret, target)) if *secret == secret_key => target.clone(),
             _ => return CancelOutcome::UnknownKey,
         };
-        if target.cancel() {
-            CancelOutcome::RemovedFromQueue
-        } else {
-            CancelOutcome::NotWaiting
-        }
+        target.cancel()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, (i32, Arc<CancelTarget>)>> {

@@ -224,3 +224,22 @@ async fn killing_a_server_session_costs_only_the_work_on_it() {
     assert_eq!(output.trim(), "t", "balances agree after the kill");
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_the_statement_running_on_the_server() {
+    let server = Postgres::start();
+    let gateway = gateway_for(&server.url(), 2).await;
+    let client = gateway.connect().await;
+    let token = client.cancel_token();
+    let started = std::time::Instant::now();
+    let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(20)").await });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let result = tokio::time::timeout(std::time::Duration::from_secs(5), sleeper)
+        .await
+        .expect("the statement ends soon after the cancel")
+        .unwrap();
+    assert_eq!(support::sqlstate(&result.unwrap_err()), "57014");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    gateway.stop().await;
+}

@@ -2,6 +2,7 @@
 //! gateway an [`EngineSession`], a protocol stream on which startup is already
 //! done, so the multiplexer treats all kinds alike.
 
+pub mod cancel;
 pub mod embedded;
 mod session;
 pub mod upstream;

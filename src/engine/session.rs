@@ -14,6 +14,8 @@ use postgres_protocol::message::frontend;
 use crate::protocol::frame::{self, Reader};
 use crate::session::settings::Settings;
 
+use super::cancel::ServerCancel;
+
 /// Backend messages are trusted more than client ones, but a length beyond this
 /// still means the stream is corrupt.
 const MAX_BACKEND_MESSAGE_LEN: usize = 1 << 30;
@@ -29,6 +31,10 @@ pub struct EngineSession {
     pub settings: Arc<Settings>,
     /// Engine names of the prepared statements that exist on this session.
     pub statements: HashSet<Vec<u8>>,
+    /// The process id and secret key the engine gave this session.
+    pub backend_key: Option<(i32, i32)>,
+    /// How to cancel what runs on this session, where that is possible.
+    pub cancel: Option<ServerCancel>,
 }
 
 /// What the engine answered to one of the gateway's own queries.
@@ -95,6 +101,8 @@ impl EngineSession {
             parameters: Vec::new(),
             settings: Arc::default(),
             statements: HashSet::new(),
+            backend_key: None,
+            cancel: None,
         };
         session
             .output
@@ -123,6 +131,12 @@ impl EngineSession {
                         "the engine refused the login: {}",
                         error_message(&message)
                     )));
+                }
+                b'K' => {
+                    let mut reader = Reader::new(frame::body(&message));
+                    if let (Ok(process_id), Ok(secret_key)) = (reader.i32(), reader.i32()) {
+                        session.backend_key = Some((process_id, secret_key));
+                    }
                 }
                 b'Z' => return Ok(session),
                 _ => {}

@@ -9,6 +9,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::{Config, Host, SslMode};
 
 use super::EngineSession;
+use super::cancel::{ServerAddress, ServerCancel};
 
 /// A parsed upstream server address.
 #[derive(Debug, Clone)]
@@ -50,6 +51,10 @@ impl Upstream {
             .first()
             .cloned()
             .unwrap_or(Host::Tcp("localhost".into()));
+        let address = match &host {
+            Host::Tcp(name) => ServerAddress::Tcp(name.clone(), port),
+            Host::Unix(dir) => ServerAddress::Unix(dir.join(format!(".s.PGSQL.{port}"))),
+        };
         let (reader, writer): (
             Box<dyn tokio::io::AsyncRead + Send + Unpin>,
             Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
@@ -71,7 +76,7 @@ impl Upstream {
                 (Box::new(reader), Box::new(writer))
             }
         };
-        EngineSession::start(
+        let mut session = EngineSession::start(
             reader,
             writer,
             self.user(),
@@ -79,6 +84,14 @@ impl Upstream {
             self.config.get_password(),
         )
         .await
-        .context("log in to the upstream server")
+        .context("log in to the upstream server")?;
+        session.cancel = session
+            .backend_key
+            .map(|(process_id, secret_key)| ServerCancel {
+                address,
+                process_id,
+                secret_key,
+            });
+        Ok(session)
     }
 }

@@ -248,6 +248,7 @@ impl Client {
                                 self.settings = engine.settings.clone();
                             }
                             self.ctx.settings_checked = true;
+                            self.ctx.cancel.set_running(engine.cancel.clone());
                         }
                         self.lease = Some(lease);
                     }
@@ -329,6 +330,7 @@ impl Client {
                     self.listens_may_change = false;
                 }
                 if !self.pinned {
+                    self.ctx.cancel.set_running(None);
                     self.lease = None;
                     continue;
                 }

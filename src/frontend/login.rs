@@ -89,9 +89,15 @@ async fn login<S: ClientStream>(
                     CancelOutcome::RemovedFromQueue => {
                         info!(client = process_id, "cancel request: queued work removed")
                     }
+                    CancelOutcome::ForwardedToServer => {
+                        info!(
+                            client = process_id,
+                            "cancel request forwarded to the server"
+                        )
+                    }
                     CancelOutcome::NotWaiting => info!(
                         client = process_id,
-                        "cancel request: the client was not waiting for the engine; a statement already running on the embedded engine cannot be interrupted"
+                        "cancel request: the client was not waiting for the engine, and what it runs cannot be interrupted (the embedded engine, or a statement pipelined on a server session)"
                     ),
                     CancelOutcome::UnknownKey => {
                         debug!(
