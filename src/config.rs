@@ -39,6 +39,10 @@ pub struct Config {
     pub upstream: Option<Upstream>,
     /// Server sessions opened to the upstream server at most.
     pub pool_size: usize,
+    /// A pooled server session is closed after this long, once idle.
+    pub server_lifetime: Option<Duration>,
+    /// A pooled server session idle for this long is closed.
+    pub server_idle_timeout: Option<Duration>,
     pub relaxed_durability: bool,
     pub auth: AuthMethod,
     /// Roles clients may log in as, with their passwords when they have one.

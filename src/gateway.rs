@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::database::{Database, Databases};
 use crate::engine::embedded::EmbeddedEngine;
 use crate::frontend::login::serve_connection;
+use crate::pool::PoolLimits;
 use crate::scheduler::{Connect, Scheduler};
 use crate::session::listen::Notifier;
 
@@ -80,7 +81,15 @@ impl Server {
                     name: upstream.database().to_string(),
                     parameters,
                     scheduler: if config.pool_size > 1 {
-                        Scheduler::pooled(session, connect, config.pool_size)
+                        Scheduler::pooled(
+                            session,
+                            connect,
+                            PoolLimits {
+                                size: config.pool_size,
+                                lifetime: config.server_lifetime,
+                                idle_timeout: config.server_idle_timeout,
+                            },
+                        )
                     } else {
                         Scheduler::start(session, notifier.clone(), Some(connect))
                     },

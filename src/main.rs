@@ -81,6 +81,26 @@ struct ServeArgs {
     #[arg(long, env = "PGSHARE_POOL_SIZE", default_value_t = 1)]
     pool_size: usize,
 
+    /// With --pool-size above 1: seconds after which a server session is
+    /// closed (when next idle) and replaced; 0 = never.
+    #[arg(
+        long,
+        env = "PGSHARE_SERVER_LIFETIME",
+        value_name = "SECONDS",
+        default_value_t = 3600
+    )]
+    server_lifetime: u64,
+
+    /// With --pool-size above 1: seconds a server session may stay idle
+    /// before it is closed; 0 = never.
+    #[arg(
+        long,
+        env = "PGSHARE_SERVER_IDLE_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 600
+    )]
+    server_idle_timeout: u64,
+
     /// Skip fsync in the engine: faster writes, but a crash of the machine (not
     /// only of pgshare) can lose recent commits.
     #[arg(long, env = "PGSHARE_RELAXED_DURABILITY")]
@@ -169,6 +189,8 @@ impl ServeArgs {
             listen: self.listen,
             upstream,
             pool_size: self.pool_size,
+            server_lifetime: seconds(self.server_lifetime),
+            server_idle_timeout: seconds(self.server_idle_timeout),
             unix_dir: self.unix_dir,
             storage,
             relaxed_durability: self.relaxed_durability,

@@ -3,11 +3,14 @@
 //! taken when it starts and given back when it ends, as a transaction pooler
 //! does. Up to `size` sessions exist; they open when the load needs them, and
 //! a session found dead when taken is replaced at once, so a client that is
-//! not inside a transaction never notices a server restart.
+//! not inside a transaction never notices a server restart. Sessions older
+//! than the lifetime are replaced when next idle; idle ones are closed after
+//! the idle timeout.
 
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tracing::warn;
@@ -15,20 +18,43 @@ use tracing::warn;
 use crate::engine::EngineSession;
 use crate::scheduler::{Connect, Lease};
 
+/// How many sessions, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    pub size: usize,
+    pub lifetime: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+}
+
+/// A session waiting in the pool, and since when.
+struct Idle {
+    session: EngineSession,
+    since: Instant,
+}
+
 pub struct Pool {
-    idle: Mutex<Vec<EngineSession>>,
+    idle: Mutex<Vec<Idle>>,
     /// One permit per session that may be in use; waiters are served FIFO.
     permits: Arc<Semaphore>,
     connect: Connect,
+    limits: PoolLimits,
 }
 
 impl Pool {
-    pub fn new(first: EngineSession, connect: Connect, size: usize) -> Arc<Self> {
-        Arc::new(Self {
-            idle: Mutex::new(vec![first]),
-            permits: Arc::new(Semaphore::new(size.max(1))),
+    pub fn new(first: EngineSession, connect: Connect, limits: PoolLimits) -> Arc<Self> {
+        let pool = Arc::new(Self {
+            idle: Mutex::new(vec![Idle {
+                session: first,
+                since: Instant::now(),
+            }]),
+            permits: Arc::new(Semaphore::new(limits.size.max(1))),
             connect,
-        })
+            limits,
+        });
+        if let Some(timeout) = limits.idle_timeout {
+            tokio::spawn(close_idle(Arc::downgrade(&pool), timeout));
+        }
+        pool
     }
 
     /// Waits for a free session (or room for a new one) and lends it.
@@ -48,8 +74,13 @@ impl Pool {
         };
         let pool = self.clone();
         Lease::new(session, move |session| {
-            if let Some(session) = session {
-                pool.lock().push(session);
+            if let Some(session) = session
+                && !pool.expired(&session)
+            {
+                pool.lock().push(Idle {
+                    session,
+                    since: Instant::now(),
+                });
             }
             drop(permit);
         })
@@ -58,7 +89,10 @@ impl Pool {
     /// An idle session that is still usable; dead ones are dropped.
     fn take_idle(&self) -> Option<EngineSession> {
         let mut idle = self.lock();
-        while let Some(mut session) = idle.pop() {
+        while let Some(Idle { mut session, .. }) = idle.pop() {
+            if self.expired(&session) {
+                continue;
+            }
             if is_alive(&mut session) {
                 return Some(session);
             }
@@ -67,10 +101,27 @@ impl Pool {
         None
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<EngineSession>> {
+    /// Older than the lifetime: to be closed rather than used again.
+    fn expired(&self, session: &EngineSession) -> bool {
+        self.limits
+            .lifetime
+            .is_some_and(|lifetime| session.opened_at.elapsed() >= lifetime)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Closes sessions idle for longer than `timeout`, until the pool is gone.
+async fn close_idle(pool: Weak<Pool>, timeout: Duration) {
+    let period = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(pool) = pool.upgrade() else { return };
+        pool.lock().retain(|idle| idle.since.elapsed() < timeout);
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::engine::EngineSession;
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolLimits};
 use crate::session::cleanup::query;
 use crate::session::listen::Notifier;
 use crate::session::replies::drop_parse_completes;
@@ -130,9 +130,9 @@ impl Scheduler {
 
     /// A pool of up to `size` sessions that clients take directly, one unit
     /// of work at a time (an upstream server's transaction pooling).
-    pub fn pooled(first: EngineSession, connect: Connect, size: usize) -> Self {
+    pub fn pooled(first: EngineSession, connect: Connect, limits: PoolLimits) -> Self {
         Self {
-            kind: Kind::Pooled(Pool::new(first, connect, size)),
+            kind: Kind::Pooled(Pool::new(first, connect, limits)),
         }
     }
 

@@ -243,3 +243,42 @@ async fn a_cancel_reaches_the_statement_running_on_the_server() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_sessions_are_closed_when_idle_and_replaced_when_old() {
+    let server = Postgres::start();
+    let mut config = test_config();
+    config.upstream = Some(pgshare::engine::upstream::Upstream::parse(&server.url()).unwrap());
+    config.pool_size = 2;
+    config.server_lifetime = Some(std::time::Duration::from_millis(700));
+    config.server_idle_timeout = Some(std::time::Duration::from_millis(1500));
+    let gateway = Gateway::start_with(config).await;
+    let client = gateway.connect().await;
+    let pid = |row: tokio_postgres::Row| row.get::<_, i32>(0);
+    let first = pid(client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let second = pid(client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap());
+    assert_ne!(first, second, "a session past its lifetime is replaced");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let url = server.url();
+    let open = tokio::task::spawn_blocking(move || {
+        run(
+            "psql",
+            &[&url, "-X", "-A", "-t", "-c", "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        open.trim(),
+        "0",
+        "idle sessions are closed after the idle timeout"
+    );
+    gateway.stop().await;
+}

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -35,6 +36,8 @@ pub struct EngineSession {
     pub backend_key: Option<(i32, i32)>,
     /// How to cancel what runs on this session, where that is possible.
     pub cancel: Option<ServerCancel>,
+    /// When the session was opened.
+    pub opened_at: Instant,
 }
 
 /// What the engine answered to one of the gateway's own queries.
@@ -103,6 +106,7 @@ impl EngineSession {
             statements: HashSet::new(),
             backend_key: None,
             cancel: None,
+            opened_at: Instant::now(),
         };
         session
             .output

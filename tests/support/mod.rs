@@ -34,6 +34,8 @@ pub fn test_config() -> Config {
         storage: Storage::Memory,
         upstream: None,
         pool_size: 1,
+        server_lifetime: None,
+        server_idle_timeout: None,
         relaxed_durability: true,
         auth: AuthMethod::Trust,
         users,
