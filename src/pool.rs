@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 
 use crate::engine::EngineSession;
-use crate::scheduler::{Connect, Lease};
+use crate::scheduler::{Connect, Lease, connect_retrying};
 
 /// How many sessions, and for how long.
 #[derive(Debug, Clone, Copy)]
@@ -64,13 +64,8 @@ impl Pool {
         };
         let session = match self.take_idle() {
             Some(session) => Some(session),
-            None => match (self.connect)().await {
-                Ok(session) => Some(session),
-                Err(err) => {
-                    warn!("could not open a server session: {err:#}");
-                    None
-                }
-            },
+            // The client's query_wait_timeout bounds the wait.
+            None => connect_retrying(&self.connect, || false).await,
         };
         let pool = self.clone();
         Lease::new(session, move |session| {

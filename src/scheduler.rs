@@ -17,11 +17,12 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::engine::EngineSession;
 use crate::pool::{Pool, PoolLimits};
@@ -190,6 +191,51 @@ pub type Connect = Arc<
     dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<EngineSession>> + Send>> + Send + Sync,
 >;
 
+/// Opens a session, trying again with growing pauses while the server is
+/// unreachable (restarting, say), until it succeeds or `abandoned` says no
+/// one waits for it any more; a waiting client's own wait timeout ends the
+/// wait.
+pub async fn connect_retrying(
+    connect: &Connect,
+    abandoned: impl Fn() -> bool,
+) -> Option<EngineSession> {
+    let mut pause = Duration::from_millis(100);
+    let mut failures = 0u32;
+    loop {
+        match connect().await {
+            Ok(session) => {
+                if failures > 0 {
+                    info!("the engine is reachable again");
+                }
+                return Some(session);
+            }
+            Err(err) => {
+                if failures.is_multiple_of(20) {
+                    warn!("could not open an engine session: {err:#}; trying again");
+                }
+                failures += 1;
+            }
+        }
+        if abandoned() {
+            return None;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+impl Request {
+    /// No one waits for the answer any more.
+    fn abandoned(&self) -> bool {
+        match self {
+            Request::Exclusive(grant) => grant.is_closed(),
+            Request::Pipelined(units) => {
+                units.events.is_closed() || units.taken.load(Ordering::SeqCst)
+            }
+        }
+    }
+}
+
 /// Answers a request that cannot be served: there is no engine session.
 fn refuse(request: Request) {
     match request {
@@ -271,13 +317,7 @@ async fn drive(
                 return;
             };
             session = match &connect {
-                Some(connect) => match connect().await {
-                    Ok(session) => Some(session),
-                    Err(err) => {
-                        warn!("could not open an engine session: {err:#}");
-                        None
-                    }
-                },
+                Some(connect) => connect_retrying(connect, || request.abandoned()).await,
                 None => None,
             };
             match session.as_mut() {

@@ -282,3 +282,38 @@ async fn pooled_sessions_are_closed_when_idle_and_replaced_when_old() {
     );
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_wait_for_a_restarting_server() {
+    let server = Postgres::start();
+    let gateway = gateway_for(&server.url(), 2).await;
+    let client = gateway.connect().await;
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    server.stop();
+    // A client that is not inside a transaction waits for the server to
+    // come back (up to query_wait_timeout) instead of failing.
+    let waiting = tokio::spawn(async move {
+        let row = client.query_one("SELECT 2", &[]).await;
+        row.map(|row| row.get::<_, i32>(0))
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the query waits while the server is down"
+    );
+    let server = tokio::task::spawn_blocking(move || {
+        server.start_again();
+        server
+    })
+    .await
+    .unwrap();
+    let two = tokio::time::timeout(std::time::Duration::from_secs(15), waiting)
+        .await
+        .expect("the query runs once the server is back")
+        .unwrap()
+        .unwrap();
+    assert_eq!(two, 2);
+    gateway.stop().await;
+    drop(server);
+}

@@ -13,6 +13,8 @@ pub struct Postgres {
     pub port: u16,
     bin: PathBuf,
     dir: tempfile::TempDir,
+    /// The server options `pg_ctl start` gets.
+    options: String,
 }
 
 fn bin_dir() -> PathBuf {
@@ -101,13 +103,26 @@ impl Postgres {
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
             dir.path().display()
         );
+        let server = Self {
+            port,
+            bin,
+            dir,
+            options,
+        };
+        server.start_again();
+        server
+    }
+
+    /// Starts the server (again, after `stop`).
+    pub fn start_again(&self) {
+        let path = |name: &str| self.dir.path().join(name).display().to_string();
         run(
-            &bin.join("pg_ctl"),
+            &self.bin.join("pg_ctl"),
             &[
                 "-D",
                 &path("data"),
                 "-o",
-                &options,
+                &self.options,
                 "-l",
                 &path("log"),
                 "-w",
@@ -116,7 +131,15 @@ impl Postgres {
                 "start",
             ],
         );
-        Self { port, bin, dir }
+    }
+
+    /// Stops the server, disconnecting every session.
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data").display().to_string();
+        run(
+            &self.bin.join("pg_ctl"),
+            &["-D", &data, "-m", "fast", "-w", "stop"],
+        );
     }
 
     /// The server over TCP with SCRAM.
