@@ -221,6 +221,10 @@ impl Client {
                     self.take_client_input(read)?;
                     continue;
                 }
+                if !self.ctx.database.scheduler.pipelines() && only_named_parses(&self.pending) {
+                    self.answer_parses(stream).await?;
+                    continue;
+                }
                 if self.ctx.settings_checked
                     && self.ctx.database.scheduler.pipelines()
                     && let Some(ready_count) = single_pipelinable_unit(&self.pending, &self.names)
@@ -445,6 +449,24 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Answers a unit of named `Parse` messages and its `Sync` without a
+    /// server session: the statements are recorded and prepared on whichever
+    /// session first runs them (a client preparing synchronously must not wait
+    /// for a pooled session that other clients hold, possibly the client's own
+    /// program's other connections). An error in their SQL is reported when
+    /// they are first used.
+    async fn answer_parses<S: ClientStream>(&mut self, stream: &mut S) -> Result<(), End> {
+        let mut reply = Vec::new();
+        while let Some(message) = self.pending.pop_front() {
+            if message[0] == b'P' {
+                self.names.rewrite(&message).map_err(End::Fatal)?;
+                push_message(&mut reply, b'1', &[]);
+            }
+        }
+        ready_for_query(&mut reply, b'I');
+        write_client(stream, &reply).await
     }
 
     /// Runs the one self-contained unit in `pending` pipelined behind other
@@ -723,6 +745,19 @@ async fn reset_client(
     push_message(&mut reply, b'C', &tag);
     ready_for_query(&mut reply, engine.status());
     Ok(reply)
+}
+
+/// True when `pending` is named `Parse` messages and one final `Sync`.
+fn only_named_parses(pending: &VecDeque<BytesMut>) -> bool {
+    let Some(last) = pending.len().checked_sub(1) else {
+        return false;
+    };
+    last > 0
+        && pending[last][0] == b'S'
+        && pending
+            .iter()
+            .take(last)
+            .all(|message| message[0] == b'P' && message.get(5).is_some_and(|&name| name != 0))
 }
 
 /// Adds what a read brought to `pending` as whole messages.
