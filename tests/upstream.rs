@@ -320,3 +320,65 @@ async fn clients_wait_for_a_restarting_server() {
     gateway.stop().await;
     drop(server);
 }
+
+/// Whether the gateway's server session for `client` is encrypted.
+async fn server_session_uses_tls(client: &tokio_postgres::Client) -> bool {
+    client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_server_in_libpq_sslmodes() {
+    let (server, ca) = Postgres::start_tls();
+    let password = support::postgres::PASSWORD;
+    let port = server.port;
+    for url in [
+        format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres?sslmode=require"),
+        format!(
+            "postgres://postgres:{password}@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={}",
+            ca.display()
+        ),
+        format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres"),
+    ] {
+        let gateway = gateway_for(&url, 2).await;
+        let client = gateway.connect().await;
+        assert!(server_session_uses_tls(&client).await, "{url}");
+        gateway.stop().await;
+    }
+    // A certificate from another CA is refused under verify-full.
+    let other_ca = ca.with_file_name("other-ca.pem");
+    std::fs::write(&other_ca, support::postgres::test_certificates().0).unwrap();
+    let mut config = test_config();
+    config.upstream = Some(
+        pgshare::engine::upstream::Upstream::parse(&format!(
+            "postgres://postgres:{password}@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={}",
+            other_ca.display()
+        ))
+        .unwrap(),
+    );
+    assert!(pgshare::gateway::Server::start(config).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_refuses_a_server_without_tls() {
+    let server = Postgres::start();
+    let mut config = test_config();
+    config.upstream = Some(
+        pgshare::engine::upstream::Upstream::parse(&format!("{}?sslmode=require", server.url()))
+            .unwrap(),
+    );
+    let err = pgshare::gateway::Server::start(config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        format!("{err:#}").contains("does not support TLS"),
+        "{err:#}"
+    );
+}

@@ -5,6 +5,7 @@
 pub mod cancel;
 pub mod embedded;
 mod session;
+pub mod tls;
 pub mod upstream;
 
 pub use session::{EngineSession, error_message};

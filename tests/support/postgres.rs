@@ -60,6 +60,45 @@ fn run(program: &Path, args: &[&str]) {
 
 impl Postgres {
     pub fn start() -> Self {
+        Self::start_with(|_| String::new())
+    }
+
+    /// A server that also accepts TLS, with a certificate for `localhost`
+    /// signed by a test CA; returns the server and the CA's PEM file.
+    pub fn start_tls() -> (Self, PathBuf) {
+        let mut ca_path = PathBuf::new();
+        let server = Self::start_with(|dir| {
+            let (ca, server_cert, server_key) = test_certificates();
+            ca_path = dir.join("ca.pem");
+            std::fs::write(&ca_path, ca).unwrap();
+            std::fs::write(dir.join("server.crt"), server_cert).unwrap();
+            std::fs::write(dir.join("server.key"), server_key).unwrap();
+            for file in ["server.crt", "server.key"] {
+                if is_root() {
+                    Command::new("chown")
+                        .args(["postgres"])
+                        .arg(dir.join(file))
+                        .status()
+                        .unwrap();
+                }
+            }
+            Command::new("chmod")
+                .arg("600")
+                .arg(dir.join("server.key"))
+                .status()
+                .unwrap();
+            format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                dir.join("server.crt").display(),
+                dir.join("server.key").display()
+            )
+        });
+        (server, ca_path)
+    }
+
+    /// Starts a server; `extra` may write files into its directory and
+    /// returns more server options.
+    fn start_with(extra: impl FnOnce(&Path) -> String) -> Self {
         let bin = bin_dir();
         let dir = tempfile::tempdir().unwrap();
         if is_root() {
@@ -99,10 +138,11 @@ impl Postgres {
             .local_addr()
             .unwrap()
             .port();
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
             dir.path().display()
         );
+        options.push_str(&extra(dir.path()));
         let server = Self {
             port,
             bin,
@@ -175,4 +215,19 @@ impl Drop for Postgres {
             .args(["-D", &data, "-m", "immediate", "stop"])
             .output();
     }
+}
+
+/// A CA, and a certificate and key for `localhost` it signed, all PEM.
+pub fn test_certificates() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "pgshare test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
 }
