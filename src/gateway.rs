@@ -89,6 +89,7 @@ impl Server {
                                 lifetime: config.server_lifetime,
                                 idle_timeout: config.server_idle_timeout,
                             },
+                            notifier.clone(),
                         )
                     } else {
                         Scheduler::start(session, notifier.clone(), Some(connect))

@@ -75,9 +75,9 @@ struct ServeArgs {
     upstream: Option<String>,
 
     /// With --upstream: server sessions opened at most, each shared by clients
-    /// one transaction (or one statement) at a time. Above 1, LISTEN and
-    /// SQL-level PREPARE are not supported yet (protocol-level prepared
-    /// statements are).
+    /// one transaction (or one statement) at a time; above 1, LISTEN gets one
+    /// more session of its own. Above 1, SQL-level PREPARE/EXECUTE are not
+    /// supported yet (protocol-level prepared statements are).
     #[arg(long, env = "PGSHARE_POOL_SIZE", default_value_t = 1)]
     pool_size: usize,
 

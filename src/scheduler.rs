@@ -110,8 +110,12 @@ pub struct Scheduler {
 enum Kind {
     /// Driver tasks own the sessions; units can be pipelined.
     Driven(mpsc::UnboundedSender<Request>),
-    /// Clients take sessions from the pool directly.
-    Pooled(Arc<Pool>),
+    /// Clients take sessions from the pool directly; LISTEN and UNLISTEN run
+    /// on one more session, kept by a driver that reads it while idle.
+    Pooled {
+        pool: Arc<Pool>,
+        listener: mpsc::UnboundedSender<Request>,
+    },
 }
 
 impl Scheduler {
@@ -122,18 +126,24 @@ impl Scheduler {
         notifier: Arc<Notifier>,
         connect: Option<Connect>,
     ) -> Self {
-        let (requests, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(drive(Some(session), receiver, notifier, connect));
         Self {
-            kind: Kind::Driven(requests),
+            kind: Kind::Driven(spawn_driver(Some(session), notifier, connect)),
         }
     }
 
     /// A pool of up to `size` sessions that clients take directly, one unit
     /// of work at a time (an upstream server's transaction pooling).
-    pub fn pooled(first: EngineSession, connect: Connect, limits: PoolLimits) -> Self {
+    pub fn pooled(
+        first: EngineSession,
+        connect: Connect,
+        limits: PoolLimits,
+        notifier: Arc<Notifier>,
+    ) -> Self {
         Self {
-            kind: Kind::Pooled(Pool::new(first, connect, limits)),
+            kind: Kind::Pooled {
+                pool: Pool::new(first, connect.clone(), limits),
+                listener: spawn_driver(None, notifier, Some(connect)),
+            },
         }
     }
 
@@ -148,13 +158,20 @@ impl Scheduler {
     pub async fn lease(&self) -> Lease {
         let requests = match &self.kind {
             Kind::Driven(requests) => requests,
-            Kind::Pooled(pool) => return pool.lease().await,
+            Kind::Pooled { pool, .. } => return pool.lease().await,
         };
-        let (grant, granted) = oneshot::channel();
-        if requests.send(Request::Exclusive(grant)).is_err() {
-            return Lease::none();
+        exclusive(requests).await
+    }
+
+    /// Waits for the session that LISTEN and UNLISTEN run on: with a pool,
+    /// the one session whose notifications are read while idle.
+    pub async fn lease_listener(&self) -> Lease {
+        match &self.kind {
+            Kind::Driven(requests)
+            | Kind::Pooled {
+                listener: requests, ..
+            } => exclusive(requests).await,
         }
-        granted.await.unwrap_or_else(|_| Lease::none())
     }
 
     /// Queues pipelined units; their events arrive on `units.events`.
@@ -190,6 +207,25 @@ struct InFlight {
 pub type Connect = Arc<
     dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<EngineSession>> + Send>> + Send + Sync,
 >;
+
+/// Asks a driver for its session, behind everyone who asked earlier.
+async fn exclusive(requests: &mpsc::UnboundedSender<Request>) -> Lease {
+    let (grant, granted) = oneshot::channel();
+    if requests.send(Request::Exclusive(grant)).is_err() {
+        return Lease::none();
+    }
+    granted.await.unwrap_or_else(|_| Lease::none())
+}
+
+fn spawn_driver(
+    session: Option<EngineSession>,
+    notifier: Arc<Notifier>,
+    connect: Option<Connect>,
+) -> mpsc::UnboundedSender<Request> {
+    let (requests, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(drive(session, receiver, notifier, connect));
+    requests
+}
 
 /// Opens a session, trying again with growing pauses while the server is
 /// unreachable (restarting, say), until it succeeds or `abandoned` says no

@@ -90,32 +90,52 @@ async fn an_upstream_over_a_unix_socket_with_per_client_settings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_notify_from_another_server_session_reaches_an_idle_listener() {
+async fn notifications_reach_idle_listeners_with_one_session_and_with_a_pool() {
     let server = Postgres::start();
-    // LISTEN needs a session that is read while idle: one server session.
-    let gateway = gateway_for(&server.url(), 1).await;
-    let (listener, mut messages) = gateway.connect_with_messages().await;
-    listener.batch_execute("LISTEN events").await.unwrap();
-    // Sent on the server directly, not through pgshare.
-    let url = server.url();
-    tokio::task::spawn_blocking(move || {
-        run("psql", &[&url, "-X", "-c", "NOTIFY events, 'from outside'"])
-    })
-    .await
-    .unwrap();
-    let note = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        loop {
-            match messages.recv().await {
-                Some(tokio_postgres::AsyncMessage::Notification(note)) => return note,
-                Some(_) => continue,
-                None => panic!("connection closed"),
+    for pool_size in [1, 3] {
+        let gateway = gateway_for(&server.url(), pool_size).await;
+        let (listener, mut messages) = gateway.connect_with_messages().await;
+        let notifier = gateway.connect().await;
+        listener.batch_execute("LISTEN events").await.unwrap();
+        // One NOTIFY through pgshare (on whichever session), one sent on the
+        // server directly.
+        notifier
+            .batch_execute("NOTIFY events, 'through pgshare'")
+            .await
+            .unwrap();
+        let url = server.url();
+        tokio::task::spawn_blocking(move || {
+            run("psql", &[&url, "-X", "-c", "NOTIFY events, 'from outside'"])
+        })
+        .await
+        .unwrap();
+        let mut payloads = Vec::new();
+        while payloads.len() < 2 {
+            let note = tokio::time::timeout(std::time::Duration::from_secs(5), messages.recv())
+                .await
+                .unwrap_or_else(|_| panic!("pool {pool_size}: got only {payloads:?}"));
+            if let Some(tokio_postgres::AsyncMessage::Notification(note)) = note {
+                payloads.push(note.payload().to_string());
             }
         }
-    })
-    .await
-    .expect("the idle listener is notified without running anything");
-    assert_eq!((note.channel(), note.payload()), ("events", "from outside"));
-    gateway.stop().await;
+        assert_eq!(
+            payloads,
+            ["through pgshare", "from outside"],
+            "pool {pool_size}"
+        );
+        listener.batch_execute("UNLISTEN events").await.unwrap();
+        notifier
+            .batch_execute("NOTIFY events, 'nobody listens'")
+            .await
+            .unwrap();
+        let late =
+            tokio::time::timeout(std::time::Duration::from_millis(500), messages.recv()).await;
+        assert!(
+            late.is_err(),
+            "pool {pool_size}: no notification after UNLISTEN"
+        );
+        gateway.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -415,12 +415,26 @@ impl Client {
         let database = self.ctx.database.clone();
         let limit = self.ctx.config.query_wait_timeout;
         let cancel = self.ctx.cancel.clone();
+        let for_listen = self.pending.iter().any(|message| {
+            let mut reader = Reader::new(frame::body(message));
+            let sql = match message[0] {
+                b'Q' => reader.cstr().ok(),
+                b'P' => reader.cstr().and_then(|_name| reader.cstr()).ok(),
+                _ => None,
+            };
+            sql.is_some_and(listen::may_change_listens)
+        });
         let wait = cancel.cancellable(async {
+            let lease = async {
+                if for_listen {
+                    database.scheduler.lease_listener().await
+                } else {
+                    database.scheduler.lease().await
+                }
+            };
             match limit {
-                Some(limit) => tokio::time::timeout(limit, database.scheduler.lease())
-                    .await
-                    .ok(),
-                None => Some(database.scheduler.lease().await),
+                Some(limit) => tokio::time::timeout(limit, lease).await.ok(),
+                None => Some(lease.await),
             }
         });
         tokio::pin!(wait);
@@ -699,12 +713,22 @@ impl Client {
                     .run_collecting(&cleanup::query(pinning::RELEASE))
                     .await?;
             }
-            if listened || self.listens_may_change {
-                notifier.reconcile(engine, None, &[]).await?;
-            }
             Ok::<_, io::Error>(())
         }
         .await;
+        if (listened || self.listens_may_change) && result.is_ok() {
+            // LISTENs live on the listener session (the same one unless the
+            // engine is pooled).
+            drop(lease);
+            let mut listener = self.ctx.database.scheduler.lease_listener().await;
+            if let Some(engine) = listener.session.as_mut()
+                && let Err(err) = notifier.reconcile(engine, None, &[]).await
+            {
+                warn!("could not drop a departed client's LISTENs: {err}");
+                listener.session = None;
+            }
+            return;
+        }
         if let Err(err) = result {
             error!(
                 client = self.ctx.key.process_id,
