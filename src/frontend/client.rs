@@ -375,6 +375,9 @@ impl Client {
                         output = self.ctx.database.notifier.route(output, Some(id));
                     }
                     output = self.parse_replies.filter(output);
+                    for name in self.parse_replies.take_not_created() {
+                        engine.statements.remove(&name);
+                    }
                     if !output.is_empty() {
                         stream.write_all(&output).await.map_err(End::ClientIo)?;
                         stream.flush().await.map_err(End::ClientIo)?;
@@ -627,7 +630,7 @@ impl Client {
                 StatementUse::Needs(name) if !engine.statements.contains(&name) => {
                     if let Some(parse) = self.names.parse_message(&name) {
                         self.to_engine.extend_from_slice(&parse);
-                        self.parse_replies.parse_sent(true);
+                        self.parse_replies.parse_sent(Some(name.clone()));
                         engine.statements.insert(name);
                     }
                 }
@@ -644,7 +647,7 @@ impl Client {
                 None => self.to_engine.extend_from_slice(&message),
             }
             match tag {
-                b'P' => self.parse_replies.parse_sent(false),
+                b'P' => self.parse_replies.parse_sent(None),
                 b'S' | b'Q' | b'F' => self.parse_replies.group_ended(),
                 _ => {}
             }

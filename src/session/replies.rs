@@ -14,8 +14,11 @@ use bytes::BytesMut;
 /// of the group, so their answers never come.
 #[derive(Debug, Default)]
 pub struct ParseReplies {
-    /// One entry per `Parse` sent: its group and whether its answer is hidden.
-    expected: VecDeque<(u64, bool)>,
+    /// One entry per `Parse` sent: its group, and the statement's engine name
+    /// when the gateway added it (its answer is hidden).
+    expected: VecDeque<(u64, Option<Vec<u8>>)>,
+    /// Added statements whose `Parse` failed or was skipped after an error.
+    not_created: Vec<Vec<u8>>,
     /// Group of the next message sent; a `Sync` or `Query` ends a group.
     sent_group: u64,
     /// Group the engine is answering.
@@ -23,19 +26,20 @@ pub struct ParseReplies {
 }
 
 impl ParseReplies {
-    /// Records a `Parse` sent to the engine; `hidden` when the gateway added it.
-    pub fn parse_sent(&mut self, hidden: bool) {
-        self.expected.push_back((self.sent_group, hidden));
+    /// Records a `Parse` sent to the engine: `added` names the statement when
+    /// the gateway added it.
+    pub fn parse_sent(&mut self, added: Option<Vec<u8>>) {
+        self.expected.push_back((self.sent_group, added));
+    }
+
+    /// Added statements that do not exist on the session after all.
+    pub fn take_not_created(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.not_created)
     }
 
     /// Records a message that ends a group (`Sync`, `Query`, `FunctionCall`).
     pub fn group_ended(&mut self) {
         self.sent_group += 1;
-    }
-
-    /// Whether any hidden answer is still to come.
-    pub fn hiding(&self) -> bool {
-        self.expected.iter().any(|&(_, hidden)| hidden)
     }
 
     /// Tracks a chunk of whole engine messages and drops the hidden answers.
@@ -48,7 +52,7 @@ impl ParseReplies {
         for message in messages(&output) {
             match message[0] {
                 b'1' => {
-                    if let Some((_, true)) = self.expected.pop_front() {
+                    if let Some((_, Some(_))) = self.expected.pop_front() {
                         continue;
                     }
                 }
@@ -77,7 +81,9 @@ impl ParseReplies {
             .front()
             .is_some_and(|&(group, _)| group == self.answered_group)
         {
-            self.expected.pop_front();
+            if let Some((_, Some(name))) = self.expected.pop_front() {
+                self.not_created.push(name);
+            }
         }
     }
 }
@@ -137,26 +143,26 @@ mod tests {
     fn only_the_added_parse_answers_are_hidden() {
         let mut replies = ParseReplies::default();
         // Client: P1 B1 E1, gateway adds P2 before B2 E2, then Sync.
-        replies.parse_sent(false);
-        replies.parse_sent(true);
+        replies.parse_sent(None);
+        replies.parse_sent(Some(b"p2".to_vec()));
         replies.group_ended();
-        assert!(replies.hiding());
         let kept = replies.filter(chunk(b"12D1C2DCZ"));
         assert_eq!(tags(&kept), b"12DC2DCZ");
-        assert!(!replies.hiding());
+        assert!(replies.take_not_created().is_empty());
     }
 
     #[test]
     fn an_error_drops_the_rest_of_its_group() {
         let mut replies = ParseReplies::default();
-        replies.parse_sent(false);
-        replies.parse_sent(true);
+        replies.parse_sent(None);
+        replies.parse_sent(Some(b"first".to_vec()));
         replies.group_ended();
-        replies.parse_sent(true);
+        replies.parse_sent(Some(b"second".to_vec()));
         replies.group_ended();
         // The first group fails at its first Parse; the second runs.
         let kept = replies.filter(chunk(b"EZ12Z"));
         assert_eq!(tags(&kept), b"EZ2Z");
+        assert_eq!(replies.take_not_created(), vec![b"first".to_vec()]);
     }
 
     #[test]
