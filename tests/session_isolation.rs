@@ -316,6 +316,13 @@ async fn sql_prepare_execute_deallocate_act_on_the_clients_own_statements() {
     let err = a.simple_query("EXECUTE q(3)").await.unwrap_err();
     assert_eq!(sqlstate(&err), "26000");
     assert_eq!(value(&b, "EXECUTE q(4)").await, "b4");
+    // A name the client still has is refused, as PostgreSQL refuses it.
+    let err = b
+        .simple_query("PREPARE q(int) AS SELECT 'other'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42P05");
+    assert_eq!(value(&b, "EXECUTE q(6)").await, "b6");
     a.batch_execute("PREPARE again AS SELECT 1").await.unwrap();
     a.batch_execute("DEALLOCATE ALL").await.unwrap();
     assert_eq!(

@@ -99,10 +99,20 @@ impl Namespace {
         self.generation_name(name, generation)
     }
 
-    /// The engine name the next `Parse` or `PREPARE` of `name` gets.
+    /// The engine name the next `Parse` or `PREPARE` of `name` gets: a new
+    /// one, unless the client still has the statement (the engine then
+    /// refuses the duplicate with 42P05, as PostgreSQL does).
     fn next_statement_name(&self, name: &[u8]) -> Vec<u8> {
+        if self.exists(name) {
+            return self.statement_name(name);
+        }
         let generation = self.generations.get(name).copied().unwrap_or(0) + 1;
         self.generation_name(name, generation)
+    }
+
+    /// The client has a statement called `name` now.
+    fn exists(&self, name: &[u8]) -> bool {
+        !name.is_empty() && self.statements.contains_key(&self.statement_name(name))
     }
 
     fn generation_name(&self, name: &[u8], generation: u32) -> Vec<u8> {
@@ -118,7 +128,7 @@ impl Namespace {
     /// Gives `name` its next engine name and returns it.
     fn prepare_name(&mut self, name: &[u8]) -> Vec<u8> {
         let engine = self.next_statement_name(name);
-        if !name.is_empty() {
+        if !name.is_empty() && !self.exists(name) {
             *self.generations.entry(name.to_vec()).or_insert(0) += 1;
         }
         engine
@@ -212,13 +222,14 @@ impl Namespace {
                 Kind::QuotedIdent => unquote(token.text(sql)),
                 _ => continue,
             };
+            let duplicate = self.exists(&name);
             let engine = if action == NameUse::Prepare {
                 self.prepare_name(&name)
             } else {
                 self.statement_name(&name)
             };
             match action {
-                NameUse::Prepare => {
+                NameUse::Prepare if !duplicate => {
                     let body = statement
                         .iter()
                         .position(|t| t.is_word(sql, "as"))
@@ -232,7 +243,7 @@ impl Namespace {
                 NameUse::Deallocate => {
                     self.statements.remove(&engine);
                 }
-                NameUse::Execute => {}
+                NameUse::Prepare | NameUse::Execute => {}
             }
             replacements.push((token.start, token.end, quote_identifier(&engine)));
         }
@@ -272,10 +283,11 @@ impl Namespace {
                 if name.is_empty() && rewritten_sql.is_none() {
                     return Ok(None);
                 }
+                let duplicate = self.exists(name);
                 let engine = self.prepare_name(name);
                 push_cstr(&mut out, &engine);
                 push_cstr(&mut out, rewritten_sql.as_deref().unwrap_or(sql));
-                if !name.is_empty() {
+                if !name.is_empty() && !duplicate {
                     created = Some((engine, StatementInfo::of(sql)));
                 }
             }
@@ -497,6 +509,24 @@ mod tests {
         assert_ne!(second, b"pgs8_s".to_vec());
         assert_eq!(names.statement_name(b"s"), second);
         assert!(again.windows(second.len()).any(|w| w == second.as_slice()));
+    }
+
+    #[test]
+    fn preparing_a_name_the_client_still_has_reaches_the_engine_unchanged() {
+        let mut names = Namespace::new(9);
+        let first = message(b'P', b"s\0SELECT 1\0\0\0");
+        let first_rewritten = names.rewrite(&first).unwrap().unwrap();
+        // The engine refuses this one with 42P05; the first SQL stays the
+        // statement's.
+        let again = names
+            .rewrite(&message(b'P', b"s\0SELECT 2\0\0\0"))
+            .unwrap()
+            .unwrap();
+        assert!(again.starts_with(b"P") && again.windows(7).any(|w| w == b"pgs9_s\0"));
+        assert_eq!(
+            names.parse_message(b"pgs9_s").unwrap(),
+            &first_rewritten[..]
+        );
     }
 
     #[test]
