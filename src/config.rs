@@ -43,6 +43,8 @@ pub struct Config {
     pub server_lifetime: Option<Duration>,
     /// A pooled server session idle for this long is closed.
     pub server_idle_timeout: Option<Duration>,
+    /// Prepared statements kept on each engine session.
+    pub max_prepared_statements: usize,
     pub relaxed_durability: bool,
     pub auth: AuthMethod,
     /// Roles clients may log in as, with their passwords when they have one.

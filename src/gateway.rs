@@ -18,6 +18,7 @@ use crate::frontend::login::serve_connection;
 use crate::pool::PoolLimits;
 use crate::scheduler::{Connect, Scheduler};
 use crate::session::listen::Notifier;
+use crate::session::statements::SessionStatements;
 
 /// Name of the database the embedded engine serves.
 pub const DEFAULT_DATABASE: &str = "postgres";
@@ -65,7 +66,9 @@ impl Server {
             Some(upstream) => {
                 // One session now, to fail early and learn the parameters;
                 // the others open when the load needs them.
-                let session = upstream.connect().await?;
+                let limit = config.max_prepared_statements;
+                let mut session = upstream.connect().await?;
+                session.statements = SessionStatements::with_limit(limit);
                 info!(
                     "serving database \"{}\" from the upstream server with up to {} server sessions",
                     upstream.database(),
@@ -75,7 +78,11 @@ impl Server {
                 let connector = upstream.clone();
                 let connect: Connect = Arc::new(move || {
                     let upstream = connector.clone();
-                    Box::pin(async move { upstream.connect().await })
+                    Box::pin(async move {
+                        let mut session = upstream.connect().await?;
+                        session.statements = SessionStatements::with_limit(limit);
+                        Ok(session)
+                    })
                 });
                 let database = Database {
                     name: upstream.database().to_string(),
@@ -99,8 +106,9 @@ impl Server {
                 (None, database)
             }
             None => {
-                let (engine, session) =
+                let (engine, mut session) =
                     EmbeddedEngine::open(config.storage.clone(), config.relaxed_durability).await?;
+                session.statements = SessionStatements::with_limit(config.max_prepared_statements);
                 let database = Database {
                     name: DEFAULT_DATABASE.to_string(),
                     parameters: session.parameters.clone(),

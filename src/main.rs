@@ -76,8 +76,7 @@ struct ServeArgs {
 
     /// With --upstream: server sessions opened at most, each shared by clients
     /// one transaction (or one statement) at a time; above 1, LISTEN gets one
-    /// more session of its own. Above 1, SQL-level PREPARE/EXECUTE are not
-    /// supported yet (protocol-level prepared statements are).
+    /// more session of its own.
     #[arg(long, env = "PGSHARE_POOL_SIZE", default_value_t = 1)]
     pool_size: usize,
 
@@ -90,6 +89,17 @@ struct ServeArgs {
         default_value_t = 3600
     )]
     server_lifetime: u64,
+
+    /// Prepared statements kept on each engine session; beyond this, the least
+    /// recently used are closed and prepared again when next used. Clients
+    /// preparing the same query share one.
+    #[arg(
+        long,
+        env = "PGSHARE_MAX_PREPARED_STATEMENTS",
+        value_name = "COUNT",
+        default_value_t = pgshare::session::statements::DEFAULT_LIMIT
+    )]
+    max_prepared_statements: usize,
 
     /// With --pool-size above 1: seconds a server session may stay idle
     /// before it is closed; 0 = never.
@@ -190,6 +200,7 @@ impl ServeArgs {
             upstream,
             pool_size: self.pool_size,
             server_lifetime: seconds(self.server_lifetime),
+            max_prepared_statements: self.max_prepared_statements.max(1),
             server_idle_timeout: seconds(self.server_idle_timeout),
             unix_dir: self.unix_dir,
             storage,

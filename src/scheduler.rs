@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
@@ -28,13 +28,18 @@ use crate::engine::EngineSession;
 use crate::pool::{Pool, PoolLimits};
 use crate::session::cleanup::query;
 use crate::session::listen::Notifier;
-use crate::session::replies::drop_parse_completes;
+use crate::session::names::Planned;
+use crate::session::placement::place;
+use crate::session::replies::{ReplyFilter, Undone};
 use crate::session::settings::Settings;
 
 /// What a pipelined unit's client receives, in order.
 pub enum UnitEvent {
     /// Engine output for the unit.
     Output(BytesMut),
+    /// The client's statement (its name, and the engine's) was not prepared
+    /// after all: its `Parse` failed.
+    NotPrepared(Vec<u8>, Vec<u8>),
     /// The unit's last `ReadyForQuery` was delivered.
     Done,
     /// The engine session failed.
@@ -43,19 +48,14 @@ pub enum UnitEvent {
 
 /// Whole units of work to run back to back.
 pub struct PipelinedUnits {
-    pub bytes: BytesMut,
+    /// The client's messages, with what they need of the session.
+    pub messages: Vec<Planned>,
     /// How many `ReadyForQuery` messages end them.
     pub ready_count: u32,
     /// The client's settings, which the engine must carry when they run.
     pub settings: Arc<Settings>,
     /// The client's process id, for the notifications its units send.
     pub client: i32,
-    /// Statements the units use without creating them, with the `Parse` that
-    /// creates each (engine names): sent first where the session lacks them.
-    pub needs: Vec<(Vec<u8>, Bytes)>,
-    /// Statements the units create and close.
-    pub parses: Vec<Vec<u8>>,
-    pub closes: Vec<Vec<u8>>,
     pub events: mpsc::UnboundedSender<UnitEvent>,
     /// Set by whoever acts first: the driver when it writes the units to the
     /// engine, or the client when it withdraws them (cancel, wait timeout).
@@ -199,8 +199,8 @@ struct InFlight {
     client: Option<i32>,
     /// Where its answer goes; `None` for the gateway's own settings switch.
     events: Option<mpsc::UnboundedSender<UnitEvent>>,
-    /// `Parse` messages the gateway put first, whose answers are hidden.
-    added_parses: u32,
+    /// Hides the answers to the messages the gateway added.
+    replies: ReplyFilter,
 }
 
 /// Opens a new engine session, for engines that can (an upstream server).
@@ -304,27 +304,26 @@ fn accept(
                     ready_left: 1,
                     client: None,
                     events: None,
-                    added_parses: 0,
+                    replies: ReplyFilter::default(),
                 });
                 engine.settings = units.settings.clone();
             }
-            let mut added_parses = 0;
-            for (name, parse) in units.needs {
-                if engine.statements.insert(name) {
-                    to_engine.extend_from_slice(&parse);
-                    added_parses += 1;
-                }
+            // Pipelined units start with the session idle.
+            let mut replies = ReplyFilter::default();
+            for (index, planned) in units.messages.into_iter().enumerate() {
+                place(
+                    planned,
+                    &mut engine.statements,
+                    &mut replies,
+                    to_engine,
+                    index == 0,
+                );
             }
-            engine.statements.extend(units.parses);
-            for name in &units.closes {
-                engine.statements.remove(name);
-            }
-            to_engine.extend_from_slice(&units.bytes);
             in_flight.push_back(InFlight {
-                ready_left: units.ready_count,
+                ready_left: units.ready_count + replies.hidden_pending(),
                 client: Some(units.client),
                 events: Some(units.events),
-                added_parses,
+                replies,
             });
         }
     }
@@ -458,11 +457,17 @@ async fn route(
         } else {
             output
         };
-        let output = if unit.added_parses > 0 {
-            drop_parse_completes(output, &mut unit.added_parses)
-        } else {
-            output
-        };
+        let output = unit.replies.filter(output, |_| {});
+        for undone in unit.replies.take_undone() {
+            match undone {
+                Undone::NotPrepared(name) => engine.statements.remove(&name),
+                Undone::ClientForgets { name, engine } => {
+                    if let Some(events) = &unit.events {
+                        let _ = events.send(UnitEvent::NotPrepared(name, engine));
+                    }
+                }
+            }
+        }
         unit.ready_left -= ready_seen;
         // A client that left only loses its own answer; a slow one has its
         // answer queued, so it never holds up the others.

@@ -187,6 +187,101 @@ async fn prepared_statements_follow_their_clients_across_pooled_sessions() {
         (2..=4).contains(&sessions),
         "{sessions} server sessions for a pool of 4"
     );
+    // The eight clients prepared the same query: a session holds it once.
+    let copies: i64 = setup
+        .query_one(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement = 'SELECT count(*)::int4 FROM items WHERE owner = $1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(copies <= 1, "{copies} copies of one query on a session");
+    gateway.stop().await;
+}
+
+/// The text of the first column of the first row of a simple query.
+async fn simple_value(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<String, tokio_postgres::Error> {
+    let messages = client.simple_query(sql).await?;
+    Ok(messages
+        .iter()
+        .find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .expect("a row"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prepare_and_a_small_statement_limit_work_across_pooled_sessions() {
+    let server = Postgres::start();
+    let mut config = test_config();
+    config.upstream = Some(pgshare::engine::upstream::Upstream::parse(&server.url()).unwrap());
+    config.pool_size = 3;
+    config.max_prepared_statements = 3;
+    let gateway = Gateway::start_with(config).await;
+    let clients = futures_util::future::join_all((0..6).map(|_| gateway.connect())).await;
+    let work = clients
+        .iter()
+        .enumerate()
+        .map(|(owner, client)| async move {
+            client
+                .batch_execute(&format!("PREPARE mine(int) AS SELECT $1 + {owner}"))
+                .await
+                .unwrap();
+            let mut statements = Vec::new();
+            for k in 0..6 {
+                statements.push(
+                    client
+                        .prepare(&format!("SELECT $1::int4 * {k}"))
+                        .await
+                        .unwrap(),
+                );
+            }
+            for round in 0..24i32 {
+                let held = round % 4 == 0;
+                if held {
+                    // Holds one session, so the others serve the next rounds.
+                    client.batch_execute("BEGIN").await.unwrap();
+                }
+                let mine = simple_value(client, &format!("EXECUTE mine({round})"))
+                    .await
+                    .unwrap();
+                assert_eq!(mine, (round + owner as i32).to_string());
+                let k = round as usize % statements.len();
+                let n: i32 = client
+                    .query_one(&statements[k], &[&round])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(n, round * k as i32);
+                if held {
+                    client.batch_execute("COMMIT").await.unwrap();
+                }
+            }
+            client.batch_execute("DEALLOCATE mine").await.unwrap();
+            let gone = client.batch_execute("EXECUTE mine(1)").await.unwrap_err();
+            assert_eq!(gone.code().unwrap().code(), "26000");
+            client
+                .batch_execute("PREPARE mine AS SELECT 'again'")
+                .await
+                .unwrap();
+            assert_eq!(simple_value(client, "EXECUTE mine").await.unwrap(), "again");
+        });
+    futures_util::future::join_all(work).await;
+    // Each session keeps about the limit, not every client's statements.
+    let kept: i64 = clients[0]
+        .query_one("SELECT count(*) FROM pg_prepared_statements", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        kept <= 3 + 2,
+        "{kept} statements on a session with a limit of 3"
+    );
     gateway.stop().await;
 }
 

@@ -1,7 +1,6 @@
 //! One engine session: a Postgres protocol stream after startup, with its read
 //! buffer and the transaction status of its last `ReadyForQuery`.
 
-use std::collections::HashSet;
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +13,7 @@ use postgres_protocol::message::frontend;
 
 use crate::protocol::frame::{self, Reader};
 use crate::session::settings::Settings;
+use crate::session::statements::SessionStatements;
 
 use super::cancel::ServerCancel;
 
@@ -30,8 +30,8 @@ pub struct EngineSession {
     pub parameters: Vec<(String, String)>,
     /// The session settings the engine carries now (see `session::settings`).
     pub settings: Arc<Settings>,
-    /// Engine names of the prepared statements that exist on this session.
-    pub statements: HashSet<Vec<u8>>,
+    /// The prepared statements that exist on this session.
+    pub statements: SessionStatements,
     /// The process id and secret key the engine gave this session.
     pub backend_key: Option<(i32, i32)>,
     /// How to cancel what runs on this session, where that is possible.
@@ -103,7 +103,7 @@ impl EngineSession {
             output: writer,
             parameters: Vec::new(),
             settings: Arc::default(),
-            statements: HashSet::new(),
+            statements: SessionStatements::default(),
             backend_key: None,
             cancel: None,
             opened_at: Instant::now(),

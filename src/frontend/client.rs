@@ -27,10 +27,11 @@ use crate::protocol::frame::{self, Reader};
 use crate::scheduler::{Lease, PipelinedUnits, UnitEvent};
 use crate::session::cleanup;
 use crate::session::listen::{self, Notifier};
-use crate::session::names::{Namespace, StatementUse};
+use crate::session::names::Namespace;
 use crate::session::pinning;
 use crate::session::pipeline::single_pipelinable_unit;
-use crate::session::replies::ParseReplies;
+use crate::session::placement::place;
+use crate::session::replies::{ReplyFilter, Undone};
 use crate::session::reset::{ResetCommand, reset_command};
 use crate::session::settings::{self, Settings};
 use crate::session::unit::UnitOfWork;
@@ -108,8 +109,8 @@ struct Client {
     state_may_change: bool,
     /// The client holds session state; the engine is reserved for it.
     pinned: bool,
-    /// Answers to `Parse` messages the gateway added, to hide.
-    parse_replies: ParseReplies,
+    /// Hides the answers to the messages the gateway adds.
+    replies: ReplyFilter,
 }
 
 /// Serves a logged-in client until it leaves, then cleans up after it.
@@ -135,7 +136,7 @@ pub async fn serve<S: ClientStream>(stream: &mut S, inbuf: BytesMut, ctx: Client
         unit_ran: false,
         state_may_change: false,
         pinned: false,
-        parse_replies: ParseReplies::default(),
+        replies: ReplyFilter::default(),
     };
     let end = match client.run(stream).await {
         Ok(()) => End::Left,
@@ -361,23 +362,18 @@ impl Client {
                 }
                 filled = engine.input.fill() => {
                     filled.map_err(End::Engine)?;
-                    let unit = &mut self.unit;
                     let mut notifications = false;
                     let mut output = engine
                         .input
-                        .take_complete(|tag| {
-                            unit.received(tag);
-                            notifications |= tag == b'A';
-                        })
+                        .take_complete(|tag| notifications |= tag == b'A')
                         .map_err(End::Engine)?;
                     if notifications {
                         let id = self.ctx.key.process_id;
                         output = self.ctx.database.notifier.route(output, Some(id));
                     }
-                    output = self.parse_replies.filter(output);
-                    for name in self.parse_replies.take_not_created() {
-                        engine.statements.remove(&name);
-                    }
+                    let unit = &mut self.unit;
+                    output = self.replies.filter(output, |tag| unit.received(tag));
+                    apply_undone(self.replies.take_undone(), engine, &mut self.names);
                     if !output.is_empty() {
                         stream.write_all(&output).await.map_err(End::ClientIo)?;
                         stream.flush().await.map_err(End::ClientIo)?;
@@ -478,7 +474,7 @@ impl Client {
         let mut reply = Vec::new();
         while let Some(message) = self.pending.pop_front() {
             if message[0] == b'P' {
-                self.names.rewrite(&message).map_err(End::Fatal)?;
+                self.names.plan(message).map_err(End::Fatal)?;
                 push_message(&mut reply, b'1', &[]);
             }
         }
@@ -493,34 +489,17 @@ impl Client {
         stream: &mut S,
         ready_count: u32,
     ) -> Result<(), End> {
-        let mut bytes = BytesMut::new();
-        let (mut needs, mut parses, mut closes) = (Vec::new(), Vec::new(), Vec::new());
+        let mut messages = Vec::with_capacity(self.pending.len());
         while let Some(message) = self.pending.pop_front() {
-            match self.names.statement_use(&message) {
-                StatementUse::Parses(name) => parses.push(name),
-                StatementUse::Closes(name) => closes.push(name),
-                StatementUse::Needs(name) if !parses.contains(&name) => {
-                    if let Some(parse) = self.names.parse_message(&name) {
-                        needs.push((name, parse));
-                    }
-                }
-                StatementUse::Needs(_) | StatementUse::None => {}
-            }
-            match self.names.rewrite(&message).map_err(End::Fatal)? {
-                Some(rewritten) => bytes.extend_from_slice(&rewritten),
-                None => bytes.extend_from_slice(&message),
-            }
+            messages.push(self.names.plan(message).map_err(End::Fatal)?);
         }
         let (events, mut received) = mpsc::unbounded_channel();
         let taken = Arc::new(AtomicBool::new(false));
         self.ctx.database.scheduler.submit(PipelinedUnits {
-            bytes,
+            messages,
             ready_count,
             settings: self.settings.clone(),
             client: self.ctx.key.process_id,
-            needs,
-            parses,
-            closes,
             events,
             taken: taken.clone(),
         });
@@ -555,6 +534,7 @@ impl Client {
         loop {
             match event {
                 Some(UnitEvent::Output(output)) => write_client(stream, &output).await?,
+                Some(UnitEvent::NotPrepared(name, engine)) => self.names.forget(&name, &engine),
                 Some(UnitEvent::Done) => return Ok(()),
                 Some(UnitEvent::Failed(err)) => return Err(End::Engine(err)),
                 None => {
@@ -612,9 +592,8 @@ impl Client {
         Ok(())
     }
 
-    /// Moves pending messages into the engine's output, names rewritten. A
-    /// statement the client prepared on another session of the engine is
-    /// prepared on this one first, its answer hidden.
+    /// Moves pending messages into the engine's output, names rewritten and
+    /// the statements they use prepared on this session first.
     fn forward_pending(&mut self, engine: &mut EngineSession) -> Result<(), End> {
         let mut last = None;
         while let Some(message) = self.pending.pop_front() {
@@ -625,32 +604,18 @@ impl Client {
                 break;
             }
             self.note_session_changes(&message);
+            let unit_start = !self.unit_ran && engine.status() == b'I' && self.unit.answered();
             self.unit_ran = true;
-            match self.names.statement_use(&message) {
-                StatementUse::Needs(name) if !engine.statements.contains(&name) => {
-                    if let Some(parse) = self.names.parse_message(&name) {
-                        self.to_engine.extend_from_slice(&parse);
-                        self.parse_replies.parse_sent(Some(name.clone()));
-                        engine.statements.insert(name);
-                    }
-                }
-                StatementUse::Parses(name) => {
-                    engine.statements.insert(name);
-                }
-                StatementUse::Closes(name) => {
-                    engine.statements.remove(&name);
-                }
-                StatementUse::Needs(_) | StatementUse::None => {}
-            }
-            match self.names.rewrite(&message).map_err(End::Fatal)? {
-                Some(rewritten) => self.to_engine.extend_from_slice(&rewritten),
-                None => self.to_engine.extend_from_slice(&message),
-            }
-            match tag {
-                b'P' => self.parse_replies.parse_sent(None),
-                b'S' | b'Q' | b'F' => self.parse_replies.group_ended(),
-                _ => {}
-            }
+            let planned = self.names.plan(message).map_err(End::Fatal)?;
+            let mut to_engine = std::mem::take(&mut self.to_engine);
+            place(
+                planned,
+                &mut engine.statements,
+                &mut self.replies,
+                &mut to_engine,
+                unit_start,
+            );
+            self.to_engine = to_engine;
             self.unit.sent(tag);
             last = Some(tag);
         }
@@ -695,7 +660,7 @@ impl Client {
 
     /// Leaves the engine session as a new connection would find it.
     async fn clean_up(mut self) {
-        let statements: Vec<Vec<u8>> = self.names.statements().map(<[u8]>::to_vec).collect();
+        let statements = self.names.own_statements();
         let notifier = self.ctx.database.notifier.clone();
         let listened = notifier.unregister(self.ctx.key.process_id);
         if self.lease.is_none() && statements.is_empty() && !listened {
@@ -710,7 +675,8 @@ impl Client {
         };
         let result = async {
             engine.send(&self.to_engine).await?;
-            cleanup::after_client(engine, &self.unit, &statements).await?;
+            let hidden = self.replies.hidden_pending();
+            cleanup::after_client(engine, &self.unit, hidden, &statements).await?;
             if self.pinned || self.state_may_change {
                 engine
                     .run_collecting(&cleanup::query(pinning::RELEASE))
@@ -772,6 +738,16 @@ async fn reset_client(
     push_message(&mut reply, b'C', &tag);
     ready_for_query(&mut reply, engine.status());
     Ok(reply)
+}
+
+/// Applies to the session and the client's names what failed or was skipped.
+fn apply_undone(undone: Vec<Undone>, engine: &mut EngineSession, names: &mut Namespace) {
+    for undone in undone {
+        match undone {
+            Undone::NotPrepared(name) => engine.statements.remove(&name),
+            Undone::ClientForgets { name, engine } => names.forget(&name, &engine),
+        }
+    }
 }
 
 /// True when `pending` is named `Parse` messages and one final `Sync`.

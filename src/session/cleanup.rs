@@ -1,6 +1,8 @@
 //! Cleaning up after a client on the engine session it leaves, so that the next
 //! client finds the session as a new connection would: no transaction open, no
-//! half-finished protocol sequence, none of the client's prepared statements.
+//! half-finished protocol sequence, none of the client's own prepared
+//! statements (those shared with other clients stay until the session's limit
+//! evicts them).
 
 use std::io;
 
@@ -10,17 +12,19 @@ use crate::protocol::backend::push_message;
 use super::unit::UnitOfWork;
 
 /// Finishes whatever the client left running, rolls back its transaction and
-/// closes its statements. Everything the engine answers is discarded.
+/// closes its own statements. `hidden_groups` are the gateway's groups still
+/// to be answered. Everything the engine answers is discarded.
 pub async fn after_client(
     engine: &mut EngineSession,
     unit: &UnitOfWork,
+    hidden_groups: u32,
     statements: &[Vec<u8>],
 ) -> io::Result<()> {
     let mut finish = Vec::new();
     if unit.copy_in() {
         push_message(&mut finish, b'f', b"client disconnected during COPY\0");
     }
-    let mut awaiting = unit.awaiting_ready() as usize;
+    let mut awaiting = (unit.awaiting_ready() + hidden_groups) as usize;
     if unit.unsynced() {
         push_message(&mut finish, b'S', &[]);
         awaiting += 1;

@@ -1,70 +1,134 @@
-//! Statement and portal names, namespaced per client.
+//! Statement and portal names: what a client calls them, and what the engine
+//! session calls them.
 //!
-//! Two clients may both `Parse` a statement called `s1`; on the shared engine
-//! session they become `pgs<client>_s1` and `pgs<client>_s1` with different
-//! client numbers. The unnamed statement and portal keep their empty names: they
-//! only live inside one unit of work, which the engine runs for one client.
+//! Many clients share an engine session, so their names must not collide.
+//!
+//! - A statement prepared through the protocol (`Parse`) is named on the
+//!   engine after its text and parameter types: `pgs_<digest>`. Every client
+//!   that prepares the same query uses the one engine statement, and a session
+//!   holds one copy per distinct query however many clients prepared it. The
+//!   client's own name maps to it; closing it only forgets the mapping.
+//! - A statement made with SQL `PREPARE` is the client's alone:
+//!   `pgs<client>v<generation>_<name>`. The generation grows each time the
+//!   name is prepared anew, so a stale copy left on another session never
+//!   collides or answers for a deallocated one.
+//! - Portals live inside one unit of work at most, on one session:
+//!   `pgs<client>_<name>`.
+//!
+//! The unnamed statement and portal keep their empty names: they only live
+//! inside one unit of work, which the engine runs for one client.
+//!
+//! What a message needs (statements the session must have before it runs) is
+//! worked out here, without looking at any session; `placement` then compares
+//! it with the session the message runs on.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
 
 use crate::protocol::backend::push_message;
 use crate::protocol::error::PgError;
 use crate::protocol::frame::{self, Reader};
 
-use crate::sql::lexer::{Kind, statements, tokenize};
+use crate::sql::lexer::{Kind, Token, statements, tokenize};
 
+use super::cleanup::query;
 use super::pipeline::is_self_contained;
 use super::settings::may_change_settings;
 
 /// PostgreSQL compares statement and portal names on their first 63 bytes.
 const MAX_NAME_LEN: usize = 63;
 
-/// What the gateway knows of a named prepared statement.
+/// A statement name no one ever prepares: a client's `Close` of a shared
+/// statement closes this instead, which PostgreSQL answers with
+/// `CloseComplete` like any other.
+pub const NO_STATEMENT: &[u8] = b"pgs_none";
+
+/// How to create a statement on a session that lacks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recreate {
+    /// This `Parse` message (engine names).
+    Parse(Bytes),
+    /// This simple `Query` message: the client's SQL `PREPARE`.
+    Prepare(Bytes),
+}
+
+/// A statement that must exist on the session before a message runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Need {
+    pub engine: Vec<u8>,
+    pub recreate: Recreate,
+}
+
+/// A client's `Parse` of a statement shared by query text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedParse {
+    pub engine: Vec<u8>,
+    /// The client's name for it, forgotten again if the `Parse` fails.
+    pub client_name: Vec<u8>,
+}
+
+/// A client message as the engine gets it, and what it does with the
+/// session's statements.
+#[derive(Debug, Default)]
+pub struct Planned {
+    /// The message with engine names.
+    pub message: BytesMut,
+    /// Statements it uses, which the session must have first.
+    pub needs: Vec<Need>,
+    /// Set when the message prepares a shared statement, which a session that
+    /// already has it need not prepare again.
+    pub shared_parse: Option<SharedParse>,
+    /// Statements it creates on the session (SQL `PREPARE`).
+    pub creates: Vec<Vec<u8>>,
+    /// Statements it removes from the session (SQL `DEALLOCATE`).
+    pub removes: Vec<Vec<u8>>,
+    /// It removes every statement of the session (`DEALLOCATE ALL`, `DISCARD
+    /// ALL` inside a longer query).
+    pub removes_all: bool,
+}
+
+/// What the gateway knows of one of a client's statements.
 #[derive(Debug, Clone)]
-struct StatementInfo {
+struct ClientStatement {
+    engine: Vec<u8>,
+    recreate: Recreate,
     /// See `pipeline::is_self_contained`.
     self_contained: bool,
     /// See `settings::may_change_settings`.
     changes_settings: bool,
-    /// The `Parse` message that creates it on an engine session (engine
-    /// names), to create it again on a session that lacks it; `None` for
-    /// statements made by SQL `PREPARE`.
-    parse: Option<Bytes>,
 }
 
-impl StatementInfo {
-    fn of(sql: &[u8]) -> Self {
-        Self {
-            self_contained: is_self_contained(sql),
-            changes_settings: may_change_settings(sql),
-            parse: None,
+impl ClientStatement {
+    fn is_shared(&self) -> bool {
+        matches!(self.recreate, Recreate::Parse(_))
+    }
+
+    fn need(&self) -> Need {
+        Need {
+            engine: self.engine.clone(),
+            recreate: self.recreate.clone(),
         }
     }
 }
 
-/// What a frontend message does with a named statement (engine names).
-#[derive(Debug, PartialEq, Eq)]
-pub enum StatementUse {
-    None,
-    /// `Parse` creates it.
-    Parses(Vec<u8>),
-    /// `Bind` or `Describe` needs it to exist.
-    Needs(Vec<u8>),
-    /// `Close` removes it.
-    Closes(Vec<u8>),
+/// What SQL text does with statement names.
+#[derive(Debug, Default)]
+struct SqlEffects {
+    needs: Vec<Need>,
+    creates: Vec<Vec<u8>>,
+    removes: Vec<Vec<u8>>,
+    removes_all: bool,
 }
 
-/// One client's names and the ones it has on the engine.
+/// One client's names.
 pub struct Namespace {
     prefix: String,
-    /// The client's named prepared statements, by engine name.
-    statements: HashMap<Vec<u8>, StatementInfo>,
-    /// How many times each statement name was prepared. A name prepared again
-    /// gets a new engine name: on an engine with several sessions, a copy of
-    /// the closed statement may remain on a session the `Close` never reached.
+    /// The client's prepared statements, by the client's name.
+    statements: HashMap<Vec<u8>, ClientStatement>,
+    /// How many times each name was given to SQL `PREPARE`.
     generations: HashMap<Vec<u8>, u32>,
 }
 
@@ -77,12 +141,18 @@ impl Namespace {
         }
     }
 
-    /// The engine's name for a client's statement or portal name.
+    /// The engine's name for a client's portal name, or for a statement
+    /// name the client does not have (which no session has either, so the
+    /// engine reports it missing as PostgreSQL would).
     pub fn engine_name(&self, name: &[u8]) -> Vec<u8> {
+        self.scoped_name(&self.prefix, name)
+    }
+
+    fn scoped_name(&self, prefix: &str, name: &[u8]) -> Vec<u8> {
         if name.is_empty() {
             return Vec::new();
         }
-        let mut out = self.prefix.as_bytes().to_vec();
+        let mut out = prefix.as_bytes().to_vec();
         if out.len() + name.len() <= MAX_NAME_LEN {
             out.extend_from_slice(name);
         } else {
@@ -93,111 +163,88 @@ impl Namespace {
         out
     }
 
-    /// The engine's name for the client's statement `name` as prepared now.
+    /// The engine's name for the client's statement `name`.
     pub fn statement_name(&self, name: &[u8]) -> Vec<u8> {
-        let generation = self.generations.get(name).copied().unwrap_or(1);
-        self.generation_name(name, generation)
-    }
-
-    /// The engine name the next `Parse` or `PREPARE` of `name` gets: a new
-    /// one, unless the client still has the statement (the engine then
-    /// refuses the duplicate with 42P05, as PostgreSQL does).
-    fn next_statement_name(&self, name: &[u8]) -> Vec<u8> {
-        if self.exists(name) {
-            return self.statement_name(name);
+        match self.statements.get(name) {
+            Some(statement) => statement.engine.clone(),
+            None => self.engine_name(name),
         }
-        let generation = self.generations.get(name).copied().unwrap_or(0) + 1;
-        self.generation_name(name, generation)
     }
 
-    /// The client has a statement called `name` now.
-    fn exists(&self, name: &[u8]) -> bool {
-        !name.is_empty() && self.statements.contains_key(&self.statement_name(name))
+    /// A new engine name for SQL `PREPARE name`.
+    fn next_prepared_name(&mut self, name: &[u8]) -> Vec<u8> {
+        let generation = self.generations.entry(name.to_vec()).or_insert(0);
+        *generation += 1;
+        let prefix = format!("{}v{generation}_", self.prefix.trim_end_matches('_'));
+        self.scoped_name(&prefix, name)
     }
 
-    fn generation_name(&self, name: &[u8], generation: u32) -> Vec<u8> {
-        if generation <= 1 || name.is_empty() {
-            return self.engine_name(name);
+    /// Engine names of the statements only this client uses (its SQL
+    /// `PREPARE`s), to close when it leaves.
+    pub fn own_statements(&self) -> Vec<Vec<u8>> {
+        self.statements
+            .values()
+            .filter(|statement| !statement.is_shared())
+            .map(|statement| statement.engine.clone())
+            .collect()
+    }
+
+    /// Forgets every statement (`DISCARD ALL`, `DEALLOCATE ALL`), returning
+    /// the engine names of the client's own ones, to close.
+    pub fn take_statements(&mut self) -> Vec<Vec<u8>> {
+        let own = self.own_statements();
+        self.statements.clear();
+        own
+    }
+
+    /// Forgets the client's statement `name` if it is still `engine`: its
+    /// `Parse` failed or was skipped.
+    pub fn forget(&mut self, name: &[u8], engine: &[u8]) {
+        if self
+            .statements
+            .get(name)
+            .is_some_and(|statement| statement.engine == engine)
+        {
+            self.statements.remove(name);
         }
-        let mut versioned = name.to_vec();
-        versioned.push(0x1f);
-        versioned.extend_from_slice(generation.to_string().as_bytes());
-        self.engine_name(&versioned)
-    }
-
-    /// Gives `name` its next engine name and returns it.
-    fn prepare_name(&mut self, name: &[u8]) -> Vec<u8> {
-        let engine = self.next_statement_name(name);
-        if !name.is_empty() && !self.exists(name) {
-            *self.generations.entry(name.to_vec()).or_insert(0) += 1;
-        }
-        engine
-    }
-
-    /// Engine names of the statements the client still has.
-    pub fn statements(&self) -> impl Iterator<Item = &[u8]> {
-        self.statements.keys().map(Vec::as_slice)
     }
 
     /// Whether the client's statement `name` is known and self-contained.
     pub fn is_self_contained(&self, name: &[u8]) -> bool {
-        self.info(name).is_some_and(|info| info.self_contained)
+        self.statements
+            .get(name)
+            .is_some_and(|statement| statement.self_contained)
     }
 
     /// Whether running the client's statement `name` may change settings.
     pub fn changes_settings(&self, name: &[u8]) -> bool {
-        self.info(name).is_some_and(|info| info.changes_settings)
+        self.statements
+            .get(name)
+            .is_some_and(|statement| statement.changes_settings)
     }
 
-    fn info(&self, name: &[u8]) -> Option<&StatementInfo> {
-        self.statements.get(&self.statement_name(name))
-    }
-
-    /// The `Parse` message that creates the statement with this engine name.
-    pub fn parse_message(&self, engine_name: &[u8]) -> Option<Bytes> {
-        self.statements.get(engine_name)?.parse.clone()
-    }
-
-    /// What the client's `message` does with a named statement.
-    pub fn statement_use(&self, message: &[u8]) -> StatementUse {
-        let mut reader = Reader::new(frame::body(message));
-        let named = |name: Result<&[u8], PgError>| match name {
-            Ok(name) if !name.is_empty() => Some(self.statement_name(name)),
-            _ => None,
-        };
-        let kind_is_statement =
-            |reader: &mut Reader<'_>| reader.byte().is_ok_and(|kind| kind == b'S');
-        let result = match message[0] {
-            b'P' => match reader.cstr() {
-                Ok(name) if !name.is_empty() => {
-                    Some(StatementUse::Parses(self.next_statement_name(name)))
-                }
-                _ => None,
-            },
-            b'B' => named(reader.cstr().and_then(|_portal| reader.cstr())).map(StatementUse::Needs),
-            b'D' if kind_is_statement(&mut reader) => named(reader.cstr()).map(StatementUse::Needs),
-            b'C' if kind_is_statement(&mut reader) => {
-                named(reader.cstr()).map(StatementUse::Closes)
-            }
-            _ => None,
-        };
-        result.unwrap_or(StatementUse::None)
-    }
-
-    /// Forgets every statement, returning their engine names (to close them).
-    pub fn take_statements(&mut self) -> Vec<Vec<u8>> {
-        self.statements.drain().map(|(name, _)| name).collect()
+    /// The need for the client's statement `name`, if it has one by that
+    /// name.
+    fn need(&self, name: &[u8]) -> Option<Need> {
+        self.statements.get(name).map(ClientStatement::need)
     }
 
     /// Rewrites the statement names in SQL-level `PREPARE name`, `EXECUTE
     /// name` and `DEALLOCATE [PREPARE] name`, and records what they create or
-    /// remove; `None` when `sql` names no statement. `DEALLOCATE ALL` is left
-    /// alone: the gateway carries it out itself.
-    pub fn rewrite_sql(&mut self, sql: &[u8]) -> Option<Vec<u8>> {
+    /// remove; `None` when `sql` names no statement.
+    fn rewrite_sql(&mut self, sql: &[u8]) -> Option<(Vec<u8>, SqlEffects)> {
         let tokens = tokenize(sql)?;
         let mut replacements = Vec::new();
+        let mut effects = SqlEffects::default();
         for statement in statements(&tokens) {
             let first = statement[0];
+            let resets_all = (first.is_word(sql, "deallocate") || first.is_word(sql, "discard"))
+                && statement.last().is_some_and(|t| t.is_word(sql, "all"));
+            if resets_all {
+                effects.removes_all = true;
+                self.statements.clear();
+                continue;
+            }
             let (name_at, action) = if first.is_word(sql, "prepare") {
                 (1, NameUse::Prepare)
             } else if first.is_word(sql, "execute") {
@@ -214,7 +261,7 @@ impl Namespace {
             let two_phase = action == NameUse::Prepare
                 && token.is_word(sql, "transaction")
                 && statement.get(2).is_some_and(|t| t.kind == Kind::String);
-            if two_phase || (action == NameUse::Deallocate && token.is_word(sql, "all")) {
+            if two_phase {
                 continue;
             }
             let name = match token.kind {
@@ -222,14 +269,19 @@ impl Namespace {
                 Kind::QuotedIdent => unquote(token.text(sql)),
                 _ => continue,
             };
-            let duplicate = self.exists(&name);
-            let engine = if action == NameUse::Prepare {
-                self.prepare_name(&name)
-            } else {
-                self.statement_name(&name)
+            let existing = self.need(&name);
+            let engine = match (action, &existing) {
+                (_, Some(need)) => need.engine.clone(),
+                (NameUse::Prepare, None) => self.next_prepared_name(&name),
+                (_, None) => self.engine_name(&name),
             };
-            match action {
-                NameUse::Prepare if !duplicate => {
+            match (action, existing) {
+                // Preparing a name the client has: the engine refuses it
+                // with 42P05 once the session has the first one.
+                (NameUse::Prepare, Some(need)) | (NameUse::Execute, Some(need)) => {
+                    effects.needs.push(need);
+                }
+                (NameUse::Prepare, None) => {
                     let body = statement
                         .iter()
                         .position(|t| t.is_word(sql, "as"))
@@ -237,17 +289,30 @@ impl Namespace {
                         .map_or(&b""[..], |t| {
                             &sql[t.start..statement[statement.len() - 1].end]
                         });
-                    self.statements
-                        .insert(engine.clone(), StatementInfo::of(body));
+                    let prepare = replaced(sql, statement, token, &quote_identifier(&engine));
+                    self.statements.insert(
+                        name,
+                        ClientStatement {
+                            engine: engine.clone(),
+                            recreate: Recreate::Prepare(Bytes::from(query(&prepare))),
+                            self_contained: is_self_contained(body),
+                            changes_settings: may_change_settings(body),
+                        },
+                    );
+                    effects.creates.push(engine.clone());
                 }
-                NameUse::Deallocate => {
-                    self.statements.remove(&engine);
+                (NameUse::Deallocate, Some(need)) => {
+                    // DEALLOCATE of a missing statement is an error, so the
+                    // session gets it first.
+                    self.statements.remove(&name);
+                    effects.removes.push(need.engine.clone());
+                    effects.needs.push(need);
                 }
-                NameUse::Prepare | NameUse::Execute => {}
+                (NameUse::Execute | NameUse::Deallocate, None) => {}
             }
             replacements.push((token.start, token.end, quote_identifier(&engine)));
         }
-        if replacements.is_empty() {
+        if replacements.is_empty() && !effects.removes_all {
             return None;
         }
         let mut out = Vec::with_capacity(sql.len() + 16 * replacements.len());
@@ -258,52 +323,90 @@ impl Namespace {
             at = end;
         }
         out.extend_from_slice(&sql[at..]);
-        Some(out)
+        Some((out, effects))
     }
 
-    /// Rewrites a frontend message for the engine when it names a statement or
-    /// portal; returns `None` when the message goes through unchanged.
-    pub fn rewrite(&mut self, message: &[u8]) -> Result<Option<BytesMut>, PgError> {
-        let body = frame::body(message);
+    /// The message as the engine gets it, and what it needs; records the
+    /// statements the message creates or closes.
+    pub fn plan(&mut self, message: BytesMut) -> Result<Planned, PgError> {
+        let body = frame::body(&message);
         let mut reader = Reader::new(body);
-        let mut out = Vec::with_capacity(body.len() + 16);
-        let mut created = None;
+        let mut planned = Planned::default();
+        let mut out = Vec::with_capacity(body.len() + 40);
         match message[0] {
             b'Q' => {
                 let sql = reader.cstr()?;
-                let Some(sql) = self.rewrite_sql(sql) else {
-                    return Ok(None);
+                let Some((sql, effects)) = self.rewrite_sql(sql) else {
+                    planned.message = message;
+                    return Ok(planned);
                 };
+                planned.take_effects(effects);
                 push_cstr(&mut out, &sql);
             }
             b'P' => {
                 let name = reader.cstr()?;
                 let sql = reader.cstr()?;
-                let rewritten_sql = self.rewrite_sql(sql);
-                if name.is_empty() && rewritten_sql.is_none() {
-                    return Ok(None);
+                let rewritten = self.rewrite_sql(sql);
+                let sql_for_engine = match rewritten {
+                    Some((sql, effects)) => {
+                        planned.take_effects(effects);
+                        sql
+                    }
+                    None if name.is_empty() => {
+                        planned.message = message;
+                        return Ok(planned);
+                    }
+                    None => sql.to_vec(),
+                };
+                let mut rest = Vec::with_capacity(sql_for_engine.len() + reader.rest().len() + 1);
+                push_cstr(&mut rest, &sql_for_engine);
+                rest.extend_from_slice(reader.rest());
+                if let Some(existing) = (!name.is_empty()).then(|| self.need(name)).flatten() {
+                    // The client has this name already: the engine refuses
+                    // the duplicate with 42P05 once the session has it.
+                    push_cstr(&mut out, &existing.engine);
+                    planned.needs.push(existing);
+                } else if !name.is_empty() {
+                    let engine = shared_name(&rest);
+                    push_cstr(&mut out, &engine);
+                    let mut parse = Vec::with_capacity(out.len() + rest.len() + 5);
+                    push_message(&mut parse, b'P', &[&out[..], &rest[..]].concat());
+                    self.statements.insert(
+                        name.to_vec(),
+                        ClientStatement {
+                            engine: engine.clone(),
+                            recreate: Recreate::Parse(Bytes::from(parse)),
+                            self_contained: is_self_contained(sql),
+                            changes_settings: may_change_settings(sql),
+                        },
+                    );
+                    planned.shared_parse = Some(SharedParse {
+                        engine,
+                        client_name: name.to_vec(),
+                    });
+                } else {
+                    push_cstr(&mut out, b"");
                 }
-                let duplicate = self.exists(name);
-                let engine = self.prepare_name(name);
-                push_cstr(&mut out, &engine);
-                push_cstr(&mut out, rewritten_sql.as_deref().unwrap_or(sql));
-                if !name.is_empty() && !duplicate {
-                    created = Some((engine, StatementInfo::of(sql)));
-                }
+                out.extend_from_slice(&rest);
+                planned.message = finish(message[0], &out);
+                return Ok(planned);
             }
             b'B' => {
                 let portal = reader.cstr()?;
                 let statement = reader.cstr()?;
                 if portal.is_empty() && statement.is_empty() {
-                    return Ok(None);
+                    planned.message = message;
+                    return Ok(planned);
                 }
                 push_cstr(&mut out, &self.engine_name(portal));
                 push_cstr(&mut out, &self.statement_name(statement));
+                planned.needs.extend(self.need(statement));
             }
             b'E' => {
                 let portal = reader.cstr()?;
                 if portal.is_empty() {
-                    return Ok(None);
+                    planned.message = message;
+                    return Ok(planned);
                 }
                 push_cstr(&mut out, &self.engine_name(portal));
             }
@@ -311,29 +414,44 @@ impl Namespace {
                 let kind = reader.byte()?;
                 let name = reader.cstr()?;
                 if name.is_empty() {
-                    return Ok(None);
+                    planned.message = message;
+                    return Ok(planned);
                 }
-                let engine = if kind == b'S' {
+                let engine = if kind != b'S' {
+                    self.engine_name(name)
+                } else if message[0] == b'D' {
+                    planned.needs.extend(self.need(name));
                     self.statement_name(name)
                 } else {
-                    self.engine_name(name)
+                    match self.statements.remove(name) {
+                        Some(statement) if statement.is_shared() => NO_STATEMENT.to_vec(),
+                        Some(statement) => {
+                            planned.removes.push(statement.engine.clone());
+                            statement.engine
+                        }
+                        None => self.engine_name(name),
+                    }
                 };
-                if message[0] == b'C' && kind == b'S' {
-                    self.statements.remove(&engine);
-                }
                 out.push(kind);
                 push_cstr(&mut out, &engine);
             }
-            _ => return Ok(None),
+            _ => {
+                planned.message = message;
+                return Ok(planned);
+            }
         }
         out.extend_from_slice(reader.rest());
-        let mut rewritten = Vec::with_capacity(out.len() + 5);
-        push_message(&mut rewritten, message[0], &out);
-        if let Some((engine, mut info)) = created {
-            info.parse = Some(Bytes::copy_from_slice(&rewritten));
-            self.statements.insert(engine, info);
-        }
-        Ok(Some(BytesMut::from(&rewritten[..])))
+        planned.message = finish(message[0], &out);
+        Ok(planned)
+    }
+}
+
+impl Planned {
+    fn take_effects(&mut self, effects: SqlEffects) {
+        self.needs.extend(effects.needs);
+        self.creates.extend(effects.creates);
+        self.removes.extend(effects.removes);
+        self.removes_all |= effects.removes_all;
     }
 }
 
@@ -342,6 +460,33 @@ enum NameUse {
     Prepare,
     Execute,
     Deallocate,
+}
+
+/// The engine name of a shared statement: a digest of what follows the name
+/// in its `Parse` (query text and parameter types).
+fn shared_name(definition: &[u8]) -> Vec<u8> {
+    let digest = Sha256::digest(definition);
+    let mut name = b"pgs_".to_vec();
+    for byte in &digest[..16] {
+        name.extend_from_slice(format!("{byte:02x}").as_bytes());
+    }
+    name
+}
+
+/// The text of one statement of `sql` with `token` replaced.
+fn replaced(sql: &[u8], statement: &[Token], token: &Token, replacement: &[u8]) -> Vec<u8> {
+    let start = statement[0].start;
+    let end = statement[statement.len() - 1].end;
+    let mut out = sql[start..token.start].to_vec();
+    out.extend_from_slice(replacement);
+    out.extend_from_slice(&sql[token.end..end]);
+    out
+}
+
+fn finish(tag: u8, body: &[u8]) -> BytesMut {
+    let mut message = Vec::with_capacity(body.len() + 5);
+    push_message(&mut message, tag, body);
+    BytesMut::from(&message[..])
 }
 
 /// The name inside a `"quoted"` identifier.
@@ -377,81 +522,81 @@ fn push_cstr(out: &mut Vec<u8>, value: &[u8]) {
 mod tests {
     use super::*;
 
-    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    fn message(tag: u8, body: &[u8]) -> BytesMut {
         let mut out = Vec::new();
         push_message(&mut out, tag, body);
-        out
+        BytesMut::from(&out[..])
+    }
+
+    fn first_name(message: &[u8]) -> Vec<u8> {
+        let body = &message[5..];
+        body[..body.iter().position(|&b| b == 0).unwrap()].to_vec()
     }
 
     #[test]
-    fn parse_names_are_prefixed_and_remembered() {
-        let mut names = Namespace::new(7);
-        let parse = message(b'P', b"s1\0SELECT 1\0\0\0");
-        let rewritten = names.rewrite(&parse).unwrap().unwrap();
+    fn clients_preparing_the_same_text_share_one_engine_statement() {
+        let (mut a, mut b) = (Namespace::new(1), Namespace::new(2));
+        let one = a.plan(message(b'P', b"s1\0SELECT 1\0\0\0")).unwrap();
+        let other = b.plan(message(b'P', b"x\0SELECT 1\0\0\0")).unwrap();
+        let different = b.plan(message(b'P', b"y\0SELECT 2\0\0\0")).unwrap();
+        let typed = b
+            .plan(message(b'P', b"z\0SELECT 1\0\0\x01\0\0\0\x17"))
+            .unwrap();
+        assert_eq!(first_name(&one.message), first_name(&other.message));
+        assert!(first_name(&one.message).starts_with(b"pgs_"));
+        assert_ne!(first_name(&one.message), first_name(&different.message));
+        assert_ne!(first_name(&one.message), first_name(&typed.message));
         assert_eq!(
-            &rewritten[..],
-            &message(b'P', b"pgs7_s1\0SELECT 1\0\0\0")[..]
+            one.shared_parse.unwrap().client_name,
+            b"s1".to_vec(),
+            "a failed Parse makes the client forget its name"
         );
-        assert_eq!(
-            names.statements().collect::<Vec<_>>(),
-            vec![b"pgs7_s1".as_slice()]
-        );
+        assert_eq!(a.statement_name(b"s1"), first_name(&one.message));
     }
 
     #[test]
-    fn two_clients_get_different_engine_names() {
-        let a = Namespace::new(1);
-        let b = Namespace::new(2);
-        assert_ne!(a.engine_name(b"s1"), b.engine_name(b"s1"));
-    }
-
-    #[test]
-    fn bind_rewrites_portal_and_statement_and_keeps_parameters() {
+    fn portals_are_prefixed_per_client_and_binds_need_their_statement() {
         let mut names = Namespace::new(3);
-        let bind = message(b'B', b"p\0s\0\0\0\0\x01\0\0\0\x011\0\0");
-        let rewritten = names.rewrite(&bind).unwrap().unwrap();
-        assert_eq!(
-            &rewritten[..],
-            &message(b'B', b"pgs3_p\0pgs3_s\0\0\0\0\x01\0\0\0\x011\0\0")[..]
+        names.plan(message(b'P', b"s\0SELECT 1\0\0\0")).unwrap();
+        let engine = names.statement_name(b"s");
+        let bind = names
+            .plan(message(b'B', b"p\0s\0\0\0\0\x01\0\0\0\x011\0\0"))
+            .unwrap();
+        let mut expected = b"pgs3_p\0".to_vec();
+        expected.extend_from_slice(&engine);
+        expected.extend_from_slice(b"\0\0\0\0\x01\0\0\0\x011\0\0");
+        assert_eq!(&bind.message[..], &message(b'B', &expected)[..]);
+        assert_eq!(bind.needs.len(), 1);
+        assert_eq!(bind.needs[0].engine, engine);
+        assert_ne!(
+            Namespace::new(1).engine_name(b"p"),
+            Namespace::new(2).engine_name(b"p")
         );
     }
 
     #[test]
     fn unnamed_statements_pass_unchanged() {
         let mut names = Namespace::new(3);
-        assert!(
-            names
-                .rewrite(&message(b'P', b"\0SELECT 1\0\0\0"))
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            names
-                .rewrite(&message(b'B', b"\0\0\0\0\0\0\0\0"))
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            names
-                .rewrite(&message(b'E', b"\0\0\0\0\0"))
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            names
-                .rewrite(&message(b'Q', b"SELECT 1\0"))
-                .unwrap()
-                .is_none()
-        );
+        for m in [
+            message(b'P', b"\0SELECT 1\0\0\0"),
+            message(b'B', b"\0\0\0\0\0\0\0\0"),
+            message(b'E', b"\0\0\0\0\0"),
+            message(b'Q', b"SELECT 1\0"),
+        ] {
+            let planned = names.plan(m.clone()).unwrap();
+            assert_eq!(planned.message, m);
+            assert!(planned.needs.is_empty() && planned.shared_parse.is_none());
+        }
     }
 
     #[test]
-    fn close_forgets_the_statement() {
+    fn closing_a_shared_statement_only_forgets_the_clients_name() {
         let mut names = Namespace::new(4);
-        names.rewrite(&message(b'P', b"s\0SELECT 1\0\0\0")).unwrap();
-        let close = names.rewrite(&message(b'C', b"Ss\0")).unwrap().unwrap();
-        assert_eq!(&close[..], &message(b'C', b"Spgs4_s\0")[..]);
-        assert_eq!(names.statements().count(), 0);
+        names.plan(message(b'P', b"s\0SELECT 1\0\0\0")).unwrap();
+        let close = names.plan(message(b'C', b"Ss\0")).unwrap();
+        assert_eq!(&close.message[..], &message(b'C', b"Spgs_none\0")[..]);
+        assert!(close.removes.is_empty());
+        assert_eq!(names.statement_name(b"s"), b"pgs4_s".to_vec());
     }
 
     #[test]
@@ -466,98 +611,84 @@ mod tests {
         assert_ne!(a, b);
     }
 
+    fn sql_of(planned: &Planned) -> String {
+        String::from_utf8_lossy(&planned.message[5..planned.message.len() - 1]).into_owned()
+    }
+
     #[test]
     fn sql_level_prepare_execute_deallocate_use_the_same_names() {
         let mut names = Namespace::new(5);
-        let sql = names
-            .rewrite_sql(b"PREPARE Plan(int) AS SELECT $1; EXECUTE plan(1); EXECUTE \"plan\"(2)")
+        let planned = names
+            .plan(message(
+                b'Q',
+                b"PREPARE Plan(int) AS SELECT $1; EXECUTE plan(1); EXECUTE \"plan\"(2)\0",
+            ))
             .unwrap();
         assert_eq!(
-            String::from_utf8(sql).unwrap(),
-            "PREPARE \"pgs5_plan\"(int) AS SELECT $1; EXECUTE \"pgs5_plan\"(1); EXECUTE \"pgs5_plan\"(2)"
+            sql_of(&planned),
+            "PREPARE \"pgs5v1_plan\"(int) AS SELECT $1; EXECUTE \"pgs5v1_plan\"(1); EXECUTE \"pgs5v1_plan\"(2)"
         );
+        assert_eq!(planned.creates, vec![b"pgs5v1_plan".to_vec()]);
         assert!(
             names.is_self_contained(b"plan"),
             "the protocol sees the same statement"
         );
-        let sql = names.rewrite_sql(b"DEALLOCATE PREPARE plan").unwrap();
-        assert_eq!(
-            String::from_utf8(sql).unwrap(),
-            "DEALLOCATE PREPARE \"pgs5_plan\""
-        );
-        assert_eq!(names.statements().count(), 0);
-        assert!(names.rewrite_sql(b"DEALLOCATE ALL").is_none());
-        assert!(names.rewrite_sql(b"PREPARE TRANSACTION 'gid'").is_none());
-        assert!(
-            names
-                .rewrite_sql(b"SELECT 'PREPARE x AS SELECT 1'")
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn a_statement_prepared_again_gets_a_new_engine_name() {
-        let mut names = Namespace::new(8);
-        let parse = message(b'P', b"s\0SELECT 1\0\0\0");
-        names.rewrite(&parse).unwrap();
-        names.rewrite(&message(b'C', b"Ss\0")).unwrap();
-        let next = names.statement_use(&parse);
-        let again = names.rewrite(&parse).unwrap().unwrap();
-        let StatementUse::Parses(second) = next else {
-            panic!("a Parse creates a statement");
-        };
-        assert_ne!(second, b"pgs8_s".to_vec());
-        assert_eq!(names.statement_name(b"s"), second);
-        assert!(again.windows(second.len()).any(|w| w == second.as_slice()));
-    }
-
-    #[test]
-    fn preparing_a_name_the_client_still_has_reaches_the_engine_unchanged() {
-        let mut names = Namespace::new(9);
-        let first = message(b'P', b"s\0SELECT 1\0\0\0");
-        let first_rewritten = names.rewrite(&first).unwrap().unwrap();
-        // The engine refuses this one with 42P05; the first SQL stays the
-        // statement's.
-        let again = names
-            .rewrite(&message(b'P', b"s\0SELECT 2\0\0\0"))
-            .unwrap()
+        let planned = names
+            .plan(message(b'Q', b"DEALLOCATE PREPARE plan\0"))
             .unwrap();
-        assert!(again.starts_with(b"P") && again.windows(7).any(|w| w == b"pgs9_s\0"));
+        assert_eq!(sql_of(&planned), "DEALLOCATE PREPARE \"pgs5v1_plan\"");
+        assert_eq!(planned.removes, vec![b"pgs5v1_plan".to_vec()]);
+        assert!(names.own_statements().is_empty());
+        // Prepared again, the name gets a new engine name.
+        let planned = names
+            .plan(message(b'Q', b"PREPARE plan AS SELECT 2\0"))
+            .unwrap();
+        assert_eq!(planned.creates, vec![b"pgs5v2_plan".to_vec()]);
+        // A name the client does not have is one no session has.
+        let planned = names.plan(message(b'Q', b"EXECUTE other\0")).unwrap();
+        assert_eq!(sql_of(&planned), "EXECUTE \"pgs5_other\"");
+        for sql in [
+            "PREPARE TRANSACTION 'gid'",
+            "SELECT 'PREPARE x AS SELECT 1'",
+        ] {
+            let planned = names
+                .plan(message(b'Q', format!("{sql}\0").as_bytes()))
+                .unwrap();
+            assert_eq!(sql_of(&planned), sql);
+        }
+        let planned = names
+            .plan(message(b'Q', b"SELECT 1; DEALLOCATE ALL\0"))
+            .unwrap();
+        assert!(planned.removes_all);
+        assert!(names.own_statements().is_empty());
+    }
+
+    #[test]
+    fn preparing_a_name_the_client_still_has_reaches_the_engine_under_the_first_name() {
+        let mut names = Namespace::new(9);
+        let first = names.plan(message(b'P', b"s\0SELECT 1\0\0\0")).unwrap();
+        // The engine refuses this one with 42P05 once the session has the
+        // first; the first SQL stays the statement's.
+        let again = names.plan(message(b'P', b"s\0SELECT 2\0\0\0")).unwrap();
+        assert_eq!(first_name(&again.message), first_name(&first.message));
+        assert!(again.shared_parse.is_none());
+        assert_eq!(again.needs.len(), 1);
         assert_eq!(
-            names.parse_message(b"pgs9_s").unwrap(),
-            &first_rewritten[..]
+            again.needs[0].recreate,
+            Recreate::Parse(Bytes::from(first.message.to_vec()))
         );
     }
 
     #[test]
-    fn statement_uses_name_the_engine_statement() {
+    fn a_failed_parse_is_forgotten() {
         let mut names = Namespace::new(6);
-        let parse = message(b'P', b"s\0SELECT 1\0\0\0");
-        assert_eq!(
-            names.statement_use(&parse),
-            StatementUse::Parses(b"pgs6_s".to_vec())
-        );
-        let rewritten = names.rewrite(&parse).unwrap().unwrap();
-        assert_eq!(names.parse_message(b"pgs6_s").unwrap(), &rewritten[..]);
-        assert_eq!(
-            names.statement_use(&message(b'B', b"\0s\0\0\0\0\0\0\0")),
-            StatementUse::Needs(b"pgs6_s".to_vec())
-        );
-        assert_eq!(
-            names.statement_use(&message(b'D', b"Ss\0")),
-            StatementUse::Needs(b"pgs6_s".to_vec())
-        );
-        assert_eq!(
-            names.statement_use(&message(b'D', b"Pp\0")),
-            StatementUse::None
-        );
-        assert_eq!(
-            names.statement_use(&message(b'C', b"Ss\0")),
-            StatementUse::Closes(b"pgs6_s".to_vec())
-        );
-        assert_eq!(
-            names.statement_use(&message(b'B', b"\0\0\0\0\0\0\0\0")),
-            StatementUse::None
+        let planned = names.plan(message(b'P', b"s\0SELEC 1\0\0\0")).unwrap();
+        let shared = planned.shared_parse.unwrap();
+        names.forget(&shared.client_name, &shared.engine);
+        let again = names.plan(message(b'P', b"s\0SELECT 1\0\0\0")).unwrap();
+        assert!(
+            again.shared_parse.is_some(),
+            "a new statement, not a duplicate"
         );
     }
 
@@ -565,7 +696,7 @@ mod tests {
     fn malformed_messages_are_protocol_violations() {
         let mut names = Namespace::new(1);
         let err = names
-            .rewrite(&message(b'B', b"portal-without-terminator"))
+            .plan(message(b'B', b"portal-without-terminator"))
             .unwrap_err();
         assert_eq!(err.code, "08P01");
     }

@@ -185,8 +185,8 @@ mod tests {
     #[test]
     fn a_statement_prepared_earlier_counts_by_its_sql() {
         let mut names = Namespace::new(1);
-        names.rewrite(&parse("read", "SELECT 1")).unwrap();
-        names.rewrite(&parse("begin", "BEGIN")).unwrap();
+        names.plan(parse("read", "SELECT 1")).unwrap();
+        names.plan(parse("begin", "BEGIN")).unwrap();
         let read: VecDeque<_> = [bind("", "read"), execute(""), message(b'S', b"")].into();
         let begin: VecDeque<_> = [bind("", "begin"), execute(""), message(b'S', b"")].into();
         assert_eq!(single_pipelinable_unit(&read, &names), Some(1));

@@ -1,110 +1,171 @@
-//! Hiding the answers to `Parse` messages the gateway adds.
+//! Hiding the answers to messages the gateway adds to a client's stream.
 //!
-//! On an engine with several sessions, a client's named statement may not
-//! exist on the session its unit runs on; the gateway then sends the
-//! statement's `Parse` first. The engine answers that `Parse` with a
-//! `ParseComplete` the client never asked for, which must not reach it.
+//! Before a client's message runs, the gateway may add messages of its own:
+//! a `Parse` for a statement the session lacks, a `Close` for one it evicts,
+//! or a whole group ending in `Sync` (or a simple `Query`) where a `Parse`
+//! cannot go. Their answers must not reach the client. A client's own `Parse`
+//! of a statement the session already has is sent as a harmless `Close`,
+//! whose answer becomes the `ParseComplete` the client expects.
+//!
+//! Answers are matched to messages by position: the engine answers each
+//! `Parse` with `ParseComplete` and each `Close` with `CloseComplete`, in
+//! order, except that after an error it skips the rest of the `Sync` group.
+//! Whatever was skipped or failed did not take effect, and the filter says so.
 
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
-/// Which `ParseComplete` answers of a client's stream are the gateway's, by
-/// the `Sync` group they belong to: after an error the engine skips the rest
-/// of the group, so their answers never come.
+/// What becomes of the answer to one `Parse` or `Close`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The client's own: passed on.
+    Pass,
+    /// The gateway's: dropped.
+    Hide,
+    /// A `CloseComplete` that answers the client's `Parse`.
+    AsParseComplete,
+}
+
+/// Something that did not happen because its message failed or was skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undone {
+    /// The session lacks this statement (engine name).
+    NotPrepared(Vec<u8>),
+    /// The client's statement `name` does not exist after all.
+    ClientForgets { name: Vec<u8>, engine: Vec<u8> },
+}
+
+#[derive(Debug)]
+struct Expected {
+    group: u64,
+    answer: Answer,
+    undone: Vec<Undone>,
+}
+
 #[derive(Debug, Default)]
-pub struct ParseReplies {
-    /// One entry per `Parse` sent: its group, and the statement's engine name
-    /// when the gateway added it (its answer is hidden).
-    expected: VecDeque<(u64, Option<Vec<u8>>)>,
-    /// Added statements whose `Parse` failed or was skipped after an error.
-    not_created: Vec<Vec<u8>>,
-    /// Group of the next message sent; a `Sync` or `Query` ends a group.
+pub struct ReplyFilter {
+    /// One entry per `Parse` and `Close` sent in the client's groups.
+    expected: VecDeque<Expected>,
+    /// Groups made only of the gateway's messages, whose answers are all
+    /// dropped, with what an error in them undoes.
+    hidden: VecDeque<(u64, Vec<Undone>)>,
+    undone: Vec<Undone>,
+    /// Group of the next message sent; a `Sync`, `Query` or `FunctionCall`
+    /// ends a group.
     sent_group: u64,
+    /// A message was sent in the current group.
+    group_open: bool,
     /// Group the engine is answering.
     answered_group: u64,
 }
 
-impl ParseReplies {
-    /// Records a `Parse` sent to the engine: `added` names the statement when
-    /// the gateway added it.
-    pub fn parse_sent(&mut self, added: Option<Vec<u8>>) {
-        self.expected.push_back((self.sent_group, added));
+impl ReplyFilter {
+    /// Records a message sent in a client's group; `answer` for `Parse` and
+    /// `Close`, with what their failure undoes.
+    pub fn sent(&mut self, tag: u8, answer: Answer, undone: Vec<Undone>) {
+        if matches!(tag, b'P' | b'C') {
+            self.expected.push_back(Expected {
+                group: self.sent_group,
+                answer,
+                undone,
+            });
+        }
+        if matches!(tag, b'S' | b'Q' | b'F') {
+            self.sent_group += 1;
+            self.group_open = false;
+        } else {
+            self.group_open = true;
+        }
     }
 
-    /// Added statements that do not exist on the session after all.
-    pub fn take_not_created(&mut self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.not_created)
-    }
-
-    /// Records a message that ends a group (`Sync`, `Query`, `FunctionCall`).
-    pub fn group_ended(&mut self) {
+    /// Records a group of the gateway's own, just sent (ending in `Sync` or
+    /// being one `Query`): all its answers are dropped, and an error in it
+    /// undoes `undone`.
+    pub fn sent_hidden_group(&mut self, undone: Vec<Undone>) {
+        self.hidden.push_back((self.sent_group, undone));
         self.sent_group += 1;
+        self.group_open = false;
     }
 
-    /// Tracks a chunk of whole engine messages and drops the hidden answers.
-    pub fn filter(&mut self, output: BytesMut) -> BytesMut {
-        if self.expected.is_empty() {
-            self.track_groups(&output);
+    /// No message was sent in the current group yet.
+    pub fn at_group_start(&self) -> bool {
+        !self.group_open
+    }
+
+    /// `ReadyForQuery` messages of the gateway's groups still to come.
+    pub fn hidden_pending(&self) -> u32 {
+        self.hidden.len() as u32
+    }
+
+    /// What failed or was skipped since last asked.
+    pub fn take_undone(&mut self) -> Vec<Undone> {
+        std::mem::take(&mut self.undone)
+    }
+
+    /// Drops the gateway's answers from a chunk of whole engine messages;
+    /// `kept` sees the tag of each message that stays.
+    pub fn filter(&mut self, output: BytesMut, mut kept_tag: impl FnMut(u8)) -> BytesMut {
+        if self.expected.is_empty() && self.hidden.is_empty() {
+            for message in messages(&output) {
+                if message[0] == b'Z' {
+                    self.answered_group += 1;
+                }
+                kept_tag(message[0]);
+            }
             return output;
         }
         let mut kept = BytesMut::with_capacity(output.len());
         for message in messages(&output) {
-            match message[0] {
-                b'1' => {
-                    if let Some((_, Some(_))) = self.expected.pop_front() {
+            let tag = message[0];
+            if let Some((group, undone)) = self.hidden.front_mut()
+                && *group == self.answered_group
+            {
+                match tag {
+                    b'E' => self.undone.append(undone),
+                    b'Z' => {
+                        self.hidden.pop_front();
+                        self.answered_group += 1;
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            match tag {
+                b'1' | b'3' => match self.expected.pop_front().map(|e| e.answer) {
+                    Some(Answer::Hide) => continue,
+                    Some(Answer::AsParseComplete) => {
+                        kept.extend_from_slice(b"1\0\0\0\x04");
+                        kept_tag(b'1');
                         continue;
                     }
-                }
-                b'E' => self.drop_group(),
+                    Some(Answer::Pass) | None => {}
+                },
+                b'E' => self.skip_rest_of_group(),
                 b'Z' => {
-                    self.drop_group();
+                    self.skip_rest_of_group();
                     self.answered_group += 1;
                 }
                 _ => {}
             }
             kept.extend_from_slice(message);
+            kept_tag(tag);
         }
         kept
     }
 
-    fn track_groups(&mut self, output: &[u8]) {
-        let ready = messages(output)
-            .filter(|message| message[0] == b'Z')
-            .count();
-        self.answered_group += ready as u64;
-    }
-
-    fn drop_group(&mut self) {
+    /// The failed message and everything after it in the group did not run.
+    fn skip_rest_of_group(&mut self) {
         while self
             .expected
             .front()
-            .is_some_and(|&(group, _)| group == self.answered_group)
+            .is_some_and(|expected| expected.group == self.answered_group)
         {
-            if let Some((_, Some(name))) = self.expected.pop_front() {
-                self.not_created.push(name);
+            if let Some(mut expected) = self.expected.pop_front() {
+                self.undone.append(&mut expected.undone);
             }
         }
     }
-}
-
-/// Drops the first `count` `ParseComplete` messages of a pipelined unit's
-/// output (the gateway's added `Parse`s come first in the unit); an error
-/// means the rest were skipped.
-pub fn drop_parse_completes(output: BytesMut, count: &mut u32) -> BytesMut {
-    let mut kept = BytesMut::with_capacity(output.len());
-    for message in messages(&output) {
-        match message[0] {
-            b'1' if *count > 0 => {
-                *count -= 1;
-                continue;
-            }
-            b'E' => *count = 0,
-            _ => {}
-        }
-        kept.extend_from_slice(message);
-    }
-    kept
 }
 
 /// The whole messages of a chunk.
@@ -139,44 +200,64 @@ mod tests {
         messages(chunk).map(|m| m[0]).collect()
     }
 
+    fn not_prepared(name: &str) -> Vec<Undone> {
+        vec![Undone::NotPrepared(name.as_bytes().to_vec())]
+    }
+
     #[test]
-    fn only_the_added_parse_answers_are_hidden() {
-        let mut replies = ParseReplies::default();
-        // Client: P1 B1 E1, gateway adds P2 before B2 E2, then Sync.
-        replies.parse_sent(None);
-        replies.parse_sent(Some(b"p2".to_vec()));
-        replies.group_ended();
-        let kept = replies.filter(chunk(b"12D1C2DCZ"));
+    fn only_the_gateways_answers_are_hidden() {
+        let mut replies = ReplyFilter::default();
+        // Client: P1 B1 E1; the gateway adds Close+Parse of p2 before B2 E2;
+        // then the client's Sync.
+        replies.sent(b'P', Answer::Pass, vec![]);
+        replies.sent(b'B', Answer::Pass, vec![]);
+        replies.sent(b'C', Answer::Hide, vec![]);
+        replies.sent(b'P', Answer::Hide, not_prepared("p2"));
+        replies.sent(b'S', Answer::Pass, vec![]);
+        let mut seen = Vec::new();
+        let kept = replies.filter(chunk(b"12D31C2DCZ"), |tag| seen.push(tag));
         assert_eq!(tags(&kept), b"12DC2DCZ");
-        assert!(replies.take_not_created().is_empty());
+        assert_eq!(seen, b"12DC2DCZ");
+        assert!(replies.take_undone().is_empty());
     }
 
     #[test]
-    fn an_error_drops_the_rest_of_its_group() {
-        let mut replies = ParseReplies::default();
-        replies.parse_sent(None);
-        replies.parse_sent(Some(b"first".to_vec()));
-        replies.group_ended();
-        replies.parse_sent(Some(b"second".to_vec()));
-        replies.group_ended();
+    fn an_error_undoes_the_rest_of_its_group() {
+        let mut replies = ReplyFilter::default();
+        replies.sent(b'P', Answer::Pass, vec![]);
+        replies.sent(b'P', Answer::Hide, not_prepared("first"));
+        replies.sent(b'S', Answer::Pass, vec![]);
+        replies.sent(b'P', Answer::Hide, not_prepared("second"));
+        replies.sent(b'S', Answer::Pass, vec![]);
         // The first group fails at its first Parse; the second runs.
-        let kept = replies.filter(chunk(b"EZ12Z"));
+        let kept = replies.filter(chunk(b"EZ12Z"), |_| {});
         assert_eq!(tags(&kept), b"EZ2Z");
-        assert_eq!(replies.take_not_created(), vec![b"first".to_vec()]);
+        assert_eq!(replies.take_undone(), not_prepared("first"));
     }
 
     #[test]
-    fn pipelined_units_drop_their_leading_parse_answers() {
-        let mut count = 2;
-        assert_eq!(
-            tags(&drop_parse_completes(chunk(b"1112DCZ"), &mut count)),
-            b"12DCZ"
-        );
-        let mut count = 2;
-        assert_eq!(
-            tags(&drop_parse_completes(chunk(b"1EZ"), &mut count)),
-            b"EZ"
-        );
-        assert_eq!(count, 0);
+    fn a_close_answers_a_parse_of_a_statement_the_session_has() {
+        let mut replies = ReplyFilter::default();
+        replies.sent(b'C', Answer::AsParseComplete, vec![]);
+        replies.sent(b'B', Answer::Pass, vec![]);
+        replies.sent(b'S', Answer::Pass, vec![]);
+        let kept = replies.filter(chunk(b"32Z"), |_| {});
+        assert_eq!(tags(&kept), b"12Z");
+    }
+
+    #[test]
+    fn the_gateways_own_groups_are_dropped_whole() {
+        let mut replies = ReplyFilter::default();
+        assert!(replies.at_group_start());
+        replies.sent_hidden_group(not_prepared("plan"));
+        replies.sent(b'Q', Answer::Pass, vec![]);
+        assert_eq!(replies.hidden_pending(), 1);
+        let mut seen = Vec::new();
+        // The gateway's PREPARE fails; the client's query answers.
+        let kept = replies.filter(chunk(b"EZTDCZ"), |tag| seen.push(tag));
+        assert_eq!(tags(&kept), b"TDCZ");
+        assert_eq!(seen, b"TDCZ");
+        assert_eq!(replies.hidden_pending(), 0);
+        assert_eq!(replies.take_undone(), not_prepared("plan"));
     }
 }

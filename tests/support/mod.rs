@@ -35,6 +35,7 @@ pub fn test_config() -> Config {
         upstream: None,
         pool_size: 1,
         server_lifetime: None,
+        max_prepared_statements: 200,
         server_idle_timeout: None,
         relaxed_durability: true,
         auth: AuthMethod::Trust,
