@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::engine::EngineSession;
 use crate::protocol::backend::push_message;
 use crate::protocol::frame::{self, Reader};
-use crate::sql::lexer::{Kind, statements, tokenize};
+use crate::sql::lexer::{Kind, mentions_any, statements, tokenize};
 
 use super::cleanup::query;
 
@@ -186,6 +186,9 @@ fn renumber(message: &[u8], sender: Option<i32>) -> Option<(String, Vec<u8>)> {
 
 /// True when running `sql` may change what the session listens to.
 pub fn may_change_listens(sql: &[u8]) -> bool {
+    if !mentions_any(sql, &["listen", "discard"]) {
+        return false;
+    }
     let Some(tokens) = tokenize(sql) else {
         return false;
     };

@@ -32,7 +32,7 @@ use crate::protocol::backend::push_message;
 use crate::protocol::error::PgError;
 use crate::protocol::frame::{self, Reader};
 
-use crate::sql::lexer::{Kind, Token, statements, tokenize};
+use crate::sql::lexer::{Kind, Token, mentions_any, statements, tokenize};
 
 use super::cleanup::query;
 use super::pipeline::is_self_contained;
@@ -233,6 +233,9 @@ impl Namespace {
     /// name` and `DEALLOCATE [PREPARE] name`, and records what they create or
     /// remove; `None` when `sql` names no statement.
     fn rewrite_sql(&mut self, sql: &[u8]) -> Option<(Vec<u8>, SqlEffects)> {
+        if !mentions_any(sql, &["prepare", "execute", "deallocate", "discard"]) {
+            return None;
+        }
         let tokens = tokenize(sql)?;
         let mut replacements = Vec::new();
         let mut effects = SqlEffects::default();

@@ -11,7 +11,7 @@
 use std::io;
 
 use crate::engine::EngineSession;
-use crate::sql::lexer::{Kind, statements, tokenize};
+use crate::sql::lexer::{Kind, mentions_any, statements, tokenize};
 
 use super::cleanup::query;
 
@@ -41,6 +41,9 @@ pub const RESERVED_NOTICE: &str = "this session now holds temporary tables, sess
 
 /// True when running `sql` may create such state.
 pub fn may_create_session_state(sql: &[u8]) -> bool {
+    if !mentions_any(sql, &["temp", "advisory", "hold"]) {
+        return false;
+    }
     let Some(tokens) = tokenize(sql) else {
         return false;
     };

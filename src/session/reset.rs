@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use bytes::BytesMut;
 
 use crate::protocol::frame::{self, Reader};
-use crate::sql::lexer::{statements, tokenize};
+use crate::sql::lexer::{mentions_any, statements, tokenize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetCommand {
@@ -32,13 +32,17 @@ impl ResetCommand {
 /// The reset command that `pending` consists of, if it is exactly one simple
 /// query holding exactly one `DISCARD ALL` or `DEALLOCATE [PREPARE] ALL`.
 pub fn reset_command(pending: &VecDeque<BytesMut>) -> Option<ResetCommand> {
-    let [message] = pending.iter().collect::<Vec<_>>()[..] else {
+    if pending.len() != 1 {
         return None;
-    };
+    }
+    let message = &pending[0];
     if message[0] != b'Q' {
         return None;
     }
     let sql = Reader::new(frame::body(message)).cstr().ok()?;
+    if !mentions_any(sql, &["all"]) {
+        return None;
+    }
     let tokens = tokenize(sql)?;
     let [statement] = statements(&tokens)[..] else {
         return None;

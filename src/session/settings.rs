@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::engine::EngineSession;
 use crate::protocol::error::PgError;
-use crate::sql::lexer::{Kind, statements, tokenize};
+use crate::sql::lexer::{Kind, mentions_any, statements, tokenize};
 
 use super::cleanup::query;
 
@@ -133,6 +133,10 @@ pub async fn capture(engine: &mut EngineSession) -> io::Result<Arc<Settings>> {
 /// `DISCARD`, or a call to `set_config`. Settings changed inside functions are
 /// not seen.
 pub fn may_change_settings(sql: &[u8]) -> bool {
+    // `reset` and `set_config` contain `set`.
+    if !mentions_any(sql, &["set", "discard"]) {
+        return false;
+    }
     let Some(tokens) = tokenize(sql) else {
         return false;
     };

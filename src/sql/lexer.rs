@@ -37,6 +37,27 @@ impl Token {
     }
 }
 
+/// True when one of `words` (lower case) occurs anywhere in `sql`, in any
+/// case, inside strings and comments too: a quick test that rules out SQL
+/// that cannot hold a statement starting with or naming one of them, before
+/// tokenizing it.
+pub fn mentions_any(sql: &[u8], words: &[&str]) -> bool {
+    let mut starts = [false; 256];
+    for word in words {
+        let first = word.as_bytes()[0];
+        starts[usize::from(first)] = true;
+        starts[usize::from(first.to_ascii_uppercase())] = true;
+    }
+    (0..sql.len()).any(|at| {
+        starts[usize::from(sql[at])]
+            && words.iter().any(|word| {
+                sql[at..]
+                    .get(..word.len())
+                    .is_some_and(|text| text.eq_ignore_ascii_case(word.as_bytes()))
+            })
+    })
+}
+
 /// The tokens of `sql`, or `None` when a string, identifier or comment is not
 /// closed (the engine will report the syntax error).
 pub fn tokenize(sql: &[u8]) -> Option<Vec<Token>> {
@@ -221,6 +242,17 @@ fn dollar_quote_end(sql: &[u8], open: usize) -> Option<DollarToken> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mentions_find_words_in_any_case_anywhere() {
+        assert!(mentions_any(b"RESET ALL", &["set"]));
+        assert!(mentions_any(b"select 1; Listen x", &["discard", "listen"]));
+        assert!(!mentions_any(
+            b"SELECT abalance FROM t WHERE aid = $1",
+            &["set", "listen"]
+        ));
+        assert!(!mentions_any(b"se", &["set"]));
+    }
 
     fn words(sql: &str) -> Vec<String> {
         let tokens = tokenize(sql.as_bytes()).unwrap();
