@@ -139,6 +139,57 @@ async fn notifications_reach_idle_listeners_with_one_session_and_with_a_pool() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_inside_a_transaction_on_a_pooled_session_takes_effect_at_commit() {
+    let server = Postgres::start();
+    let gateway = gateway_for(&server.url(), 3).await;
+    let (listener, mut messages) = gateway.connect_with_messages().await;
+    let notifier = gateway.connect().await;
+    // BEGIN alone takes a pooled session; the LISTEN then runs on it.
+    for sql in [
+        "BEGIN",
+        "LISTEN kept",
+        "COMMIT",
+        "BEGIN",
+        "LISTEN dropped",
+        "ROLLBACK",
+    ] {
+        listener.batch_execute(sql).await.unwrap();
+    }
+    notifier
+        .batch_execute("NOTIFY dropped, 'rolled back'; NOTIFY kept, 'committed'")
+        .await
+        .unwrap();
+    let mut payloads = Vec::new();
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_millis(700), messages.recv()).await {
+            Ok(Some(tokio_postgres::AsyncMessage::Notification(note))) => {
+                payloads.push(note.payload().to_string())
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert_eq!(payloads, ["committed"]);
+    // The pooled sessions the transactions ran on listen to nothing.
+    for _ in 0..6 {
+        let client = gateway.connect().await;
+        let channels = client
+            .query("SELECT pg_listening_channels()", &[])
+            .await
+            .unwrap();
+        assert!(channels.is_empty(), "a pooled session kept a LISTEN");
+    }
+    // UNLISTEN inside a transaction ends it too.
+    for sql in ["BEGIN", "UNLISTEN kept", "COMMIT"] {
+        listener.batch_execute(sql).await.unwrap();
+    }
+    notifier.batch_execute("NOTIFY kept, 'late'").await.unwrap();
+    let late = tokio::time::timeout(std::time::Duration::from_millis(500), messages.recv()).await;
+    assert!(late.is_err(), "no notification after UNLISTEN");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_follow_their_clients_across_pooled_sessions() {
     let server = Postgres::start();
     let gateway = gateway_for(&server.url(), 4).await;

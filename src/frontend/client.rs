@@ -101,6 +101,12 @@ struct Client {
     listens_may_change: bool,
     /// Channels the current unit's LISTEN statements name.
     listened: Vec<String>,
+    /// Channels the current unit's UNLISTEN statements name (`None`: all).
+    unlistened: Vec<Option<String>>,
+    /// The lease is a pooled session, not the one LISTEN runs on.
+    on_pooled_session: bool,
+    /// The end of a unit's answer, written once its LISTENs are in place.
+    held_output: Option<BytesMut>,
     /// Notifications from other clients' units, to pass on while idle.
     inbox: mpsc::UnboundedReceiver<BytesMut>,
     /// Something was forwarded since the last end of a unit of work.
@@ -132,6 +138,9 @@ pub async fn serve<S: ClientStream>(stream: &mut S, inbuf: BytesMut, ctx: Client
         settings_may_change: false,
         listens_may_change: false,
         listened: Vec::new(),
+        unlistened: Vec::new(),
+        on_pooled_session: false,
+        held_output: None,
         inbox,
         unit_ran: false,
         state_may_change: false,
@@ -326,13 +335,32 @@ impl Client {
                 if self.listens_may_change {
                     let id = self.ctx.key.process_id;
                     let listened = std::mem::take(&mut self.listened);
-                    self.ctx
-                        .database
-                        .notifier
-                        .reconcile(engine, Some(id), &listened)
-                        .await
-                        .map_err(End::Engine)?;
+                    let unlistened = std::mem::take(&mut self.unlistened);
+                    let notifier = &self.ctx.database.notifier;
+                    if self.on_pooled_session {
+                        // LISTEN inside a transaction ran on a pooled session:
+                        // move what it committed to the listener session.
+                        let committed = listen::take_listens(engine).await.map_err(End::Engine)?;
+                        notifier.record(id, &committed, &unlistened);
+                        let mut listener = self.ctx.database.scheduler.lease_listener().await;
+                        if let Some(engine) = listener.session.as_mut()
+                            && let Err(err) = notifier.reconcile(engine, None, &[]).await
+                        {
+                            warn!(
+                                "could not move a client's LISTENs to the listener session: {err}"
+                            );
+                            listener.session = None;
+                        }
+                    } else {
+                        notifier
+                            .reconcile(engine, Some(id), &listened)
+                            .await
+                            .map_err(End::Engine)?;
+                    }
                     self.listens_may_change = false;
+                    if let Some(output) = self.held_output.take() {
+                        write_client(stream, &output).await?;
+                    }
                 }
                 if !self.pinned {
                     self.ctx.cancel.set_running(None);
@@ -374,7 +402,12 @@ impl Client {
                     let unit = &mut self.unit;
                     output = self.replies.filter(output, |tag| unit.received(tag));
                     apply_undone(self.replies.take_undone(), engine, &mut self.names);
-                    if !output.is_empty() {
+                    let unit_ends = self.unit.answered() && engine.status() == b'I' && self.to_engine.is_empty();
+                    if self.listens_may_change && unit_ends {
+                        // The client learns that its LISTEN or UNLISTEN is
+                        // done only once notifications are routed so.
+                        self.held_output = Some(output);
+                    } else if !output.is_empty() {
                         stream.write_all(&output).await.map_err(End::ClientIo)?;
                         stream.flush().await.map_err(End::ClientIo)?;
                     }
@@ -441,7 +474,10 @@ impl Client {
             tokio::select! {
                 waited = &mut wait => {
                     return match waited {
-                        Some(Some(lease)) => Ok(Some(lease)),
+                        Some(Some(lease)) => {
+                            self.on_pooled_session = !for_listen && !database.scheduler.pipelines();
+                            Ok(Some(lease))
+                        }
                         Some(None) => {
                             self.reject_unit(stream, wait_timed_out()).await?;
                             Ok(None)
@@ -652,6 +688,7 @@ impl Client {
         if listen::may_change_listens(sql) {
             self.listens_may_change = true;
             self.listened.extend(listen::listened_channels(sql));
+            self.unlistened.extend(listen::unlistened_channels(sql));
         }
         if pinning::may_create_session_state(sql) {
             self.state_may_change = true;

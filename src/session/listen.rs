@@ -149,6 +149,26 @@ impl Notifier {
         Ok(())
     }
 
+    /// Records what a client's transaction on a pooled session did to its
+    /// channels: it listened to `listened` and unlistened `unlistened`
+    /// (`None` for all). The caller then reconciles the listener session.
+    pub fn record(&self, client: i32, listened: &Channels, unlistened: &[Option<String>]) {
+        let mut listeners = self.lock();
+        let Some(listener) = listeners.get_mut(&client) else {
+            return;
+        };
+        for channel in unlistened {
+            match channel {
+                Some(channel) => listener.channels.remove(channel),
+                None => {
+                    listener.channels.clear();
+                    true
+                }
+            };
+        }
+        listener.channels.extend(listened.iter().cloned());
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Listener>> {
         self.listeners
             .lock()
@@ -202,22 +222,47 @@ pub fn may_change_listens(sql: &[u8]) -> bool {
 /// The channels named by the LISTEN statements in `sql`, as the engine
 /// spells them (unquoted names fold to lower case).
 pub fn listened_channels(sql: &[u8]) -> Vec<String> {
+    named_channels(sql, "listen")
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The channels named by the UNLISTEN statements in `sql`; `None` stands
+/// for `UNLISTEN *`.
+pub fn unlistened_channels(sql: &[u8]) -> Vec<Option<String>> {
+    named_channels(sql, "unlisten")
+}
+
+fn named_channels(sql: &[u8], verb: &str) -> Vec<Option<String>> {
     let Some(tokens) = tokenize(sql) else {
         return Vec::new();
     };
     statements(&tokens)
         .iter()
-        .filter(|statement| statement[0].is_word(sql, "listen"))
+        .filter(|statement| statement[0].is_word(sql, verb))
         .filter_map(|statement| statement.get(1))
         .filter_map(|name| {
             let text = String::from_utf8_lossy(name.text(sql));
             match name.kind {
-                Kind::Word => Some(text.to_lowercase()),
-                Kind::QuotedIdent => Some(text[1..text.len() - 1].replace("\"\"", "\"")),
+                Kind::Word => Some(Some(text.to_lowercase())),
+                Kind::QuotedIdent => Some(Some(text[1..text.len() - 1].replace("\"\"", "\""))),
+                Kind::Punct if text == "*" => Some(None),
                 _ => None,
             }
         })
         .collect()
+}
+
+/// Takes the LISTENs a transaction committed on a pooled session (which
+/// listens to nothing otherwise) off it, and returns their channels: the
+/// listener session takes them over.
+pub async fn take_listens(engine: &mut EngineSession) -> io::Result<Channels> {
+    let channels = listening_channels(engine).await?;
+    if !channels.is_empty() {
+        engine.run_collecting(&query(b"UNLISTEN *")).await?;
+    }
+    Ok(channels)
 }
 
 fn identifier(name: &str) -> String {
