@@ -167,6 +167,18 @@ struct ServeArgs {
     /// connection with 08P01.
     #[arg(long, env = "PGSHARE_MAX_MESSAGE_LEN", value_name = "BYTES", default_value_t = DEFAULT_MAX_MESSAGE_LEN)]
     max_message_len: usize,
+
+    /// Threads that serve clients. One thread does the most work per CPU
+    /// second (no hand-offs between threads, as PgBouncer); more let a
+    /// gateway with many busy clients use more cores. The embedded engine
+    /// always runs on a thread of its own.
+    #[arg(
+        long,
+        env = "PGSHARE_THREADS",
+        value_name = "COUNT",
+        default_value_t = 1
+    )]
+    threads: usize,
 }
 
 fn seconds(value: u64) -> Option<Duration> {
@@ -216,8 +228,7 @@ impl ServeArgs {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -229,7 +240,20 @@ async fn main() -> ExitCode {
     let Cli {
         command: Command::Serve(args),
     } = Cli::parse();
-    match serve(args).await {
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+    };
+    let result = runtime
+        .context("could not start the runtime")
+        .and_then(|runtime| runtime.block_on(serve(args)));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("{err:#}");

@@ -59,7 +59,7 @@ impl Settings {
     /// A query that turns an engine session carrying `from` into one carrying
     /// `self`; `None` when they are the same.
     pub fn switch_from(&self, from: &Settings) -> Option<Vec<u8>> {
-        if self == from {
+        if std::ptr::eq(self, from) || self == from {
             return None;
         }
         let mut sql = String::new();

@@ -42,14 +42,14 @@ impl Token {
 /// that cannot hold a statement starting with or naming one of them, before
 /// tokenizing it.
 pub fn mentions_any(sql: &[u8], words: &[&str]) -> bool {
-    let mut starts = [false; 256];
-    for word in words {
-        let first = word.as_bytes()[0];
-        starts[usize::from(first)] = true;
-        starts[usize::from(first.to_ascii_uppercase())] = true;
-    }
+    // A bit per possible first byte, case folded (collisions between
+    // non-letters only cost a comparison).
+    let bit = |byte: u8| 1u64 << ((byte | 0x20) & 63);
+    let starts = words
+        .iter()
+        .fold(0u64, |mask, word| mask | bit(word.as_bytes()[0]));
     (0..sql.len()).any(|at| {
-        starts[usize::from(sql[at])]
+        starts & bit(sql[at]) != 0
             && words.iter().any(|word| {
                 sql[at..]
                     .get(..word.len())
