@@ -46,6 +46,8 @@ pub struct Config {
     /// Prepared statements kept on each engine session.
     pub max_prepared_statements: usize,
     pub relaxed_durability: bool,
+    /// Create a database a client asks for when it does not exist.
+    pub auto_create: bool,
     pub auth: AuthMethod,
     /// Roles clients may log in as, with their passwords when they have one.
     pub users: HashMap<String, Option<Secret>>,

@@ -1,9 +1,30 @@
-//! The databases the gateway serves, by the name clients ask for.
+//! The registry of databases the gateway serves, by the name clients ask for.
+//!
+//! With the embedded engine, every database is a PGlite instance of its own,
+//! in its own directory under the data directory (or in memory), opened when
+//! a client first asks for it and created then when `auto_create` allows.
+//! `CREATE DATABASE` and `DROP DATABASE` act on this registry. An upstream
+//! server's databases are the ones configured, fixed at startup.
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use tracing::{info, warn};
+
+use crate::catalog;
+use crate::engine::EngineSession;
+use crate::engine::embedded::{EmbeddedEngine, Storage};
+use crate::protocol::error::{PgError, sqlstate};
 use crate::scheduler::Scheduler;
 use crate::session::listen::Notifier;
+use crate::session::statements::SessionStatements;
+
+/// PostgreSQL's limit on identifiers, database names included.
+const MAX_NAME_LEN: usize = 63;
+/// Where each database's directory lives under the data directory.
+const DATABASES_DIR: &str = "databases";
 
 /// One database: its engine session behind a scheduler, and the parameters the
 /// engine reported at startup (every client gets them after login).
@@ -13,24 +34,446 @@ pub struct Database {
     pub parameters: Vec<(String, String)>,
     /// Who listens to which channel.
     pub notifier: Arc<Notifier>,
+    /// The embedded engine behind it, closed when the database is.
+    engine: Mutex<Option<EmbeddedEngine>>,
+    /// Clients connected to it now.
+    clients: AtomicUsize,
 }
 
-/// Every database the gateway serves.
-#[derive(Default)]
-pub struct Databases {
-    databases: Vec<Arc<Database>>,
+impl Database {
+    /// A database served by `scheduler`; `engine` is the embedded engine
+    /// behind it, if any.
+    pub fn new(
+        name: String,
+        session_parameters: Vec<(String, String)>,
+        scheduler: Scheduler,
+        notifier: Arc<Notifier>,
+        engine: Option<EmbeddedEngine>,
+    ) -> Self {
+        Self {
+            name,
+            scheduler,
+            parameters: session_parameters,
+            notifier,
+            engine: Mutex::new(engine),
+            clients: AtomicUsize::new(0),
+        }
+    }
+
+    /// Closes the engine behind it after its last unit of work, flushing
+    /// everything committed to disk.
+    async fn close(&self) {
+        let mut lease = self.scheduler.lease().await;
+        if let Some(session) = lease.session.take()
+            && session.status() != b'I'
+        {
+            warn!(
+                "database \"{}\": rolling back a transaction left open at shutdown",
+                self.name
+            );
+        }
+        drop(lease);
+        let engine = lock(&self.engine).take();
+        if let Some(engine) = engine {
+            match engine.shutdown().await {
+                Ok(()) => info!(
+                    "database \"{}\" closed; its committed data is on disk",
+                    self.name
+                ),
+                Err(err) => warn!("database \"{}\" did not close cleanly: {err:#}", self.name),
+            }
+        }
+    }
 }
 
-impl Databases {
-    pub fn add(&mut self, database: Database) {
-        self.databases.push(Arc::new(database));
+/// A client's use of a database; the database cannot be dropped while any
+/// exist.
+pub struct Connected {
+    database: Arc<Database>,
+}
+
+impl Connected {
+    pub fn database(&self) -> &Arc<Database> {
+        &self.database
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.database.clients.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How new embedded databases are made.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    pub storage: Storage,
+    pub relaxed_durability: bool,
+    pub max_prepared_statements: usize,
+    /// Create a database a client asks for that does not exist yet.
+    pub auto_create: bool,
+}
+
+enum Source {
+    Embedded(EmbeddedOptions),
+    /// Databases of upstream servers, all opened at startup.
+    Fixed,
+}
+
+pub struct Registry {
+    source: Source,
+    open: Mutex<HashMap<String, Arc<Database>>>,
+    /// One open, create or drop at a time.
+    changing: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    /// A registry of embedded databases; `postgres` is opened now, so that an
+    /// unusable data directory stops the gateway before it serves anyone.
+    pub async fn embedded(options: EmbeddedOptions) -> anyhow::Result<Self> {
+        if let Storage::Directory(root) = &options.storage {
+            migrate_single_database_layout(root)?;
+        }
+        let registry = Self {
+            source: Source::Embedded(options),
+            open: Mutex::new(HashMap::new()),
+            changing: tokio::sync::Mutex::new(()),
+        };
+        let database = registry.open_embedded("postgres").await?;
+        registry.insert(database);
+        Ok(registry)
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<Database>> {
-        self.databases.iter().find(|db| db.name == name).cloned()
+    /// A registry of the given databases only.
+    pub fn fixed(databases: Vec<Database>) -> Self {
+        Self {
+            source: Source::Fixed,
+            open: Mutex::new(
+                databases
+                    .into_iter()
+                    .map(|database| (database.name.clone(), Arc::new(database)))
+                    .collect(),
+            ),
+            changing: tokio::sync::Mutex::new(()),
+        }
     }
 
-    pub fn all(&self) -> &[Arc<Database>] {
-        &self.databases
+    /// Whether `CREATE DATABASE` and `DROP DATABASE` act on this registry.
+    pub fn manages_databases(&self) -> bool {
+        matches!(self.source, Source::Embedded(_))
+    }
+
+    /// Connects a client to database `name`, opening it (and creating it
+    /// when allowed) first.
+    pub async fn connect(&self, name: &str) -> Result<Connected, PgError> {
+        if let Some(connected) = self.connect_open(name) {
+            return Ok(connected);
+        }
+        let Source::Embedded(options) = &self.source else {
+            return Err(does_not_exist(name));
+        };
+        validate_name(name)?;
+        let _changing = self.changing.lock().await;
+        if let Some(connected) = self.connect_open(name) {
+            return Ok(connected);
+        }
+        if !options.auto_create && !self.exists_on_disk(name) {
+            return Err(does_not_exist(name).with_hint(
+                "create it with CREATE DATABASE, or start pgshare with --auto-create true",
+            ));
+        }
+        let database = self.open_embedded(name).await.map_err(|err| {
+            warn!("could not open database \"{name}\": {err:#}");
+            PgError::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                format!("database \"{name}\" could not be opened"),
+            )
+        })?;
+        self.insert(database);
+        self.connect_open(name).ok_or_else(|| does_not_exist(name))
+    }
+
+    /// Carries out `CREATE DATABASE name` for a client connected to
+    /// `current`.
+    pub async fn create(&self, name: &str, current: &str) -> Result<(), PgError> {
+        validate_name(name).map_err(PgError::into_error)?;
+        let _changing = self.changing.lock().await;
+        if self.is_open(name) || self.exists_on_disk(name) {
+            return Err(PgError::error(
+                sqlstate::DUPLICATE_DATABASE,
+                format!("database \"{name}\" already exists"),
+            ));
+        }
+        let database = self.open_embedded(name).await.map_err(|err| {
+            warn!("could not create database \"{name}\": {err:#}");
+            PgError::error(
+                sqlstate::INTERNAL_ERROR,
+                format!("database \"{name}\" could not be created"),
+            )
+        })?;
+        info!("created database \"{name}\"");
+        self.insert(database);
+        drop(_changing);
+        self.refresh_catalogs(current).await;
+        Ok(())
+    }
+
+    /// Carries out `DROP DATABASE name` for a client connected to
+    /// `current`. Returns whether it existed.
+    pub async fn drop_database(&self, name: &str, current: &str) -> Result<bool, PgError> {
+        if name == current {
+            return Err(PgError::error(
+                sqlstate::OBJECT_IN_USE,
+                "cannot drop the currently open database",
+            ));
+        }
+        if validate_name(name).is_err() {
+            return Ok(false);
+        }
+        let _changing = self.changing.lock().await;
+        let removed = {
+            let mut open = lock(&self.open);
+            if let Some(database) = open.get(name) {
+                let others = database.clients.load(Ordering::SeqCst);
+                if others > 0 {
+                    return Err(PgError::error(
+                        sqlstate::OBJECT_IN_USE,
+                        format!("database \"{name}\" is being accessed by other users"),
+                    )
+                    .with_detail(format!(
+                        "There {} {others} other session{} using the database.",
+                        if others == 1 { "is" } else { "are" },
+                        if others == 1 { "" } else { "s" },
+                    )));
+                }
+            }
+            open.remove(name)
+        };
+        let on_disk = self.exists_on_disk(name);
+        if removed.is_none() && !on_disk {
+            return Ok(false);
+        }
+        if let Some(database) = removed {
+            database.close().await;
+        }
+        if let Some(dir) = self.directory(name)
+            && on_disk
+        {
+            std::fs::remove_dir_all(&dir).map_err(|err| {
+                warn!("could not remove {}: {err}", dir.display());
+                PgError::error(
+                    sqlstate::INTERNAL_ERROR,
+                    format!("could not remove the files of database \"{name}\": {err}"),
+                )
+            })?;
+        }
+        info!("dropped database \"{name}\"");
+        drop(_changing);
+        self.refresh_catalogs(current).await;
+        Ok(true)
+    }
+
+    /// Brings every open engine's `pg_database` up to date: `current`'s
+    /// now, the others in the background (they may be busy).
+    async fn refresh_catalogs(&self, current: &str) {
+        let names = self.names();
+        for database in self.open_databases() {
+            let names = names.clone();
+            let is_current = database.name == current;
+            let refresh = async move {
+                let mut lease = database.scheduler.lease().await;
+                if let Some(engine) = lease.session.as_mut()
+                    && let Err(err) = catalog::sync_database_rows(engine, &names).await
+                {
+                    warn!("database \"{}\": {err}", database.name);
+                }
+            };
+            if is_current {
+                refresh.await;
+            } else {
+                tokio::spawn(refresh);
+            }
+        }
+    }
+
+    /// The names of every database: open ones and, with a data directory,
+    /// those on disk.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: BTreeSet<String> = lock(&self.open).keys().cloned().collect();
+        if let Source::Embedded(EmbeddedOptions {
+            storage: Storage::Directory(root),
+            ..
+        }) = &self.source
+            && let Ok(entries) = std::fs::read_dir(root.join(DATABASES_DIR))
+        {
+            names.extend(
+                entries
+                    .flatten()
+                    .filter_map(|entry| entry.file_name().into_string().ok())
+                    .filter(|name| validate_name(name).is_ok()),
+            );
+        }
+        names.into_iter().collect()
+    }
+
+    /// Every open database.
+    pub fn open_databases(&self) -> Vec<Arc<Database>> {
+        lock(&self.open).values().cloned().collect()
+    }
+
+    /// Closes every database, flushing committed data to disk.
+    pub async fn close_all(&self) {
+        let databases: Vec<Arc<Database>> = lock(&self.open).drain().map(|(_, db)| db).collect();
+        for database in databases {
+            database.close().await;
+        }
+    }
+
+    fn connect_open(&self, name: &str) -> Option<Connected> {
+        let open = lock(&self.open);
+        let database = open.get(name)?.clone();
+        database.clients.fetch_add(1, Ordering::SeqCst);
+        Some(Connected { database })
+    }
+
+    fn is_open(&self, name: &str) -> bool {
+        lock(&self.open).contains_key(name)
+    }
+
+    fn insert(&self, database: Database) {
+        lock(&self.open).insert(database.name.clone(), Arc::new(database));
+    }
+
+    fn directory(&self, name: &str) -> Option<PathBuf> {
+        match &self.source {
+            Source::Embedded(EmbeddedOptions {
+                storage: Storage::Directory(root),
+                ..
+            }) => Some(root.join(DATABASES_DIR).join(name)),
+            _ => None,
+        }
+    }
+
+    fn exists_on_disk(&self, name: &str) -> bool {
+        self.directory(name).is_some_and(|dir| dir.is_dir())
+    }
+
+    async fn open_embedded(&self, name: &str) -> anyhow::Result<Database> {
+        let Source::Embedded(options) = &self.source else {
+            anyhow::bail!("database \"{name}\" is not embedded");
+        };
+        let storage = match &options.storage {
+            Storage::Directory(_) => Storage::Directory(
+                self.directory(name)
+                    .expect("a directory registry has database directories"),
+            ),
+            Storage::Memory => Storage::Memory,
+        };
+        let (engine, mut session) =
+            EmbeddedEngine::open(storage, options.relaxed_durability, name).await?;
+        let mut names = self.names();
+        if !names.iter().any(|known| known == name) {
+            names.push(name.to_string());
+        }
+        catalog::sync_database_rows(&mut session, &names).await?;
+        session.statements = SessionStatements::with_limit(options.max_prepared_statements);
+        Ok(embedded_database(name, engine, session))
+    }
+}
+
+fn embedded_database(name: &str, engine: EmbeddedEngine, session: EngineSession) -> Database {
+    let notifier = Arc::new(Notifier::default());
+    Database::new(
+        name.to_string(),
+        session.parameters.clone(),
+        Scheduler::start(session, notifier.clone(), None),
+        notifier,
+        Some(engine),
+    )
+}
+
+/// Checks that `name` can name a database and its directory: no path
+/// separators or parent references, no control characters, not too long.
+pub fn validate_name(name: &str) -> Result<(), PgError> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(PgError::fatal(
+            sqlstate::INVALID_NAME,
+            format!("database name \"{name}\" is too long (at most {MAX_NAME_LEN} bytes)"),
+        ));
+    }
+    let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '$' | ' ');
+    if name.is_empty() || name.starts_with('.') || !name.chars().all(allowed) {
+        return Err(PgError::fatal(
+            sqlstate::INVALID_NAME,
+            format!("invalid database name \"{}\"", name.escape_default()),
+        )
+        .with_hint("database names may hold letters, digits, and _ - . $ or spaces, and may not start with a dot"));
+    }
+    if name == "template0" {
+        return Err(PgError::fatal(
+            sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "database \"template0\" is not currently accepting connections",
+        ));
+    }
+    Ok(())
+}
+
+fn does_not_exist(name: &str) -> PgError {
+    PgError::fatal(
+        sqlstate::INVALID_CATALOG_NAME,
+        format!("database \"{name}\" does not exist"),
+    )
+}
+
+/// A data directory written before databases had directories of their own
+/// holds one engine at its top: it becomes database `postgres`.
+fn migrate_single_database_layout(root: &std::path::Path) -> anyhow::Result<()> {
+    let old = root.join("tmp");
+    let target = root.join(DATABASES_DIR).join("postgres");
+    if !old.join("pglite").is_dir() || target.join("tmp").exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&target)?;
+    std::fs::rename(&old, target.join("tmp"))?;
+    let _ = std::fs::remove_file(root.join(".pglite-oxide.lock"));
+    info!(
+        "moved the database in {} to {} (database \"postgres\")",
+        root.display(),
+        target.display()
+    );
+    Ok(())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_leave_the_data_directory_are_refused() {
+        for name in [
+            "../x", "a/b", "/", ".hidden", "..", "", "a\0b", "a\\b", "x\ny",
+        ] {
+            let err = validate_name(name).unwrap_err();
+            assert_eq!(err.code, sqlstate::INVALID_NAME, "{name:?}");
+        }
+        let long = "x".repeat(64);
+        assert_eq!(
+            validate_name(&long).unwrap_err().code,
+            sqlstate::INVALID_NAME
+        );
+        for name in [
+            "app",
+            "prisma_migrate_shadow_db_0c5e7d2e-8b3b-4f1e-9a51-2f6a0c1d9e77",
+            "Mixed.Case-1",
+            &"x".repeat(63),
+        ] {
+            assert!(validate_name(name).is_ok(), "{name}");
+        }
     }
 }

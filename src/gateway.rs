@@ -12,21 +12,17 @@ use tracing::{info, warn};
 
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
-use crate::database::{Database, Databases};
-use crate::engine::embedded::EmbeddedEngine;
+use crate::database::{Database, EmbeddedOptions, Registry};
 use crate::frontend::login::serve_connection;
 use crate::pool::PoolLimits;
 use crate::scheduler::{Connect, Scheduler};
 use crate::session::listen::Notifier;
 use crate::session::statements::SessionStatements;
 
-/// Name of the database the embedded engine serves.
-pub const DEFAULT_DATABASE: &str = "postgres";
-
 /// What every connection task shares.
 pub struct Gateway {
     pub config: Arc<Config>,
-    pub databases: Databases,
+    pub registry: Arc<Registry>,
     pub cancels: CancelRegistry,
     /// One permit per logged-in client, up to `max_client_conn`.
     pub connections: Arc<Semaphore>,
@@ -35,8 +31,6 @@ pub struct Gateway {
 /// A gateway whose engine is open and whose sockets are bound.
 pub struct Server {
     gateway: Arc<Gateway>,
-    /// The embedded engine, unless an upstream server is served.
-    engine: Option<EmbeddedEngine>,
     tcp: Vec<TcpListener>,
     unix: Option<(UnixListener, PathBuf)>,
 }
@@ -61,8 +55,7 @@ impl Server {
             Some(dir) => Some(bind_unix(dir, port).await?),
             None => None,
         };
-        let notifier = Arc::new(Notifier::default());
-        let (engine, database) = match &config.upstream {
+        let registry = match &config.upstream {
             Some(upstream) => {
                 // One session now, to fail early and learn the parameters;
                 // the others open when the load needs them.
@@ -84,54 +77,46 @@ impl Server {
                         Ok(session)
                     })
                 });
-                let database = Database {
-                    name: upstream.database().to_string(),
-                    parameters,
-                    scheduler: if config.pool_size > 1 {
-                        Scheduler::pooled(
-                            session,
-                            connect,
-                            PoolLimits {
-                                size: config.pool_size,
-                                lifetime: config.server_lifetime,
-                                idle_timeout: config.server_idle_timeout,
-                            },
-                            notifier.clone(),
-                        )
-                    } else {
-                        Scheduler::start(session, notifier.clone(), Some(connect))
-                    },
-                    notifier,
+                let notifier = Arc::new(Notifier::default());
+                let scheduler = if config.pool_size > 1 {
+                    Scheduler::pooled(
+                        session,
+                        connect,
+                        PoolLimits {
+                            size: config.pool_size,
+                            lifetime: config.server_lifetime,
+                            idle_timeout: config.server_idle_timeout,
+                        },
+                        notifier.clone(),
+                    )
+                } else {
+                    Scheduler::start(session, notifier.clone(), Some(connect))
                 };
-                (None, database)
+                Registry::fixed(vec![Database::new(
+                    upstream.database().to_string(),
+                    parameters,
+                    scheduler,
+                    notifier,
+                    None,
+                )])
             }
             None => {
-                let (engine, mut session) =
-                    EmbeddedEngine::open(config.storage.clone(), config.relaxed_durability).await?;
-                session.statements = SessionStatements::with_limit(config.max_prepared_statements);
-                let database = Database {
-                    name: DEFAULT_DATABASE.to_string(),
-                    parameters: session.parameters.clone(),
-                    scheduler: Scheduler::start(session, notifier.clone(), None),
-                    notifier,
-                };
-                (Some(engine), database)
+                Registry::embedded(EmbeddedOptions {
+                    storage: config.storage.clone(),
+                    relaxed_durability: config.relaxed_durability,
+                    max_prepared_statements: config.max_prepared_statements,
+                    auto_create: config.auto_create,
+                })
+                .await?
             }
         };
-        let mut databases = Databases::default();
-        databases.add(database);
         let gateway = Arc::new(Gateway {
             connections: Arc::new(Semaphore::new(config.max_client_conn)),
             config: Arc::new(config),
-            databases,
+            registry: Arc::new(registry),
             cancels: CancelRegistry::new(),
         });
-        Ok(Self {
-            gateway,
-            engine,
-            tcp,
-            unix,
-        })
+        Ok(Self { gateway, tcp, unix })
     }
 
     /// The TCP addresses actually bound (port 0 resolved).
@@ -144,12 +129,7 @@ impl Server {
 
     /// Serves clients until `shutdown` completes, then closes the engine.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let Server {
-            gateway,
-            engine,
-            tcp,
-            unix,
-        } = self;
+        let Server { gateway, tcp, unix } = self;
         let mut accept_tasks = Vec::new();
         for listener in tcp {
             if let Ok(addr) = listener.local_addr() {
@@ -174,21 +154,7 @@ impl Server {
         if let Some(path) = socket_path {
             let _ = std::fs::remove_file(path);
         }
-        for database in gateway.databases.all() {
-            let mut lease = database.scheduler.lease().await;
-            if let Some(session) = lease.session.take()
-                && session.status() != b'I'
-            {
-                warn!(
-                    "database \"{}\": rolling back a transaction left open at shutdown",
-                    database.name
-                );
-            }
-        }
-        if let Some(engine) = engine {
-            engine.shutdown().await?;
-            info!("engine closed; all committed data is on disk");
-        }
+        gateway.registry.close_all().await;
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! if it had its own connection.
 
 pub mod cancel;
+pub mod catalog;
 pub mod config;
 pub mod database;
 pub mod engine;

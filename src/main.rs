@@ -50,7 +50,8 @@ struct ServeArgs {
     #[arg(long, env = "PGSHARE_UNIX_DIR", value_name = "DIR")]
     unix_dir: Option<PathBuf>,
 
-    /// Directory holding the database files; created on first run.
+    /// Directory holding the database files, one directory per database
+    /// under DIR/databases; created on first run.
     #[arg(
         long,
         env = "PGSHARE_DATA",
@@ -115,6 +116,18 @@ struct ServeArgs {
     /// only of pgshare) can lose recent commits.
     #[arg(long, env = "PGSHARE_RELAXED_DURABILITY")]
     relaxed_durability: bool,
+
+    /// Create a database when a client connects to one that does not exist
+    /// (each database is an engine of its own, under DIR/databases/<name>).
+    /// With false, only CREATE DATABASE makes one, and other names get 3D000.
+    #[arg(
+        long,
+        env = "PGSHARE_AUTO_CREATE",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    auto_create: bool,
 
     /// How clients authenticate. Default: trust when every --listen address is
     /// loopback, scram-sha-256 otherwise.
@@ -217,6 +230,7 @@ impl ServeArgs {
             unix_dir: self.unix_dir,
             storage,
             relaxed_durability: self.relaxed_durability,
+            auto_create: self.auto_create,
             auth,
             users,
             max_client_conn: self.max_client_conn,

@@ -276,7 +276,9 @@ async fn psql_logs_in_with_scram_and_reports_a_wrong_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_refuses_unknown_roles_and_databases() {
-    let gateway = Gateway::start().await;
+    let mut config = test_config();
+    config.auto_create = false;
+    let gateway = Gateway::start_with(config).await;
     let role = gateway
         .try_connect(gateway.config_for("nobody", "postgres"))
         .await

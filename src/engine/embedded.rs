@@ -15,6 +15,8 @@ use anyhow::{Context, Result};
 use pglite_oxide::PgliteServer;
 use tokio::net::UnixStream;
 
+use crate::session::cleanup::query;
+
 use super::EngineSession;
 
 /// Where the embedded database keeps its files.
@@ -32,8 +34,14 @@ pub struct EmbeddedEngine {
 }
 
 impl EmbeddedEngine {
-    /// Opens (creating if needed) the database and its one session.
-    pub async fn open(storage: Storage, relaxed_durability: bool) -> Result<(Self, EngineSession)> {
+    /// Opens (creating if needed) the engine and its one session, on the
+    /// engine's database `database` (created inside the engine when new, so
+    /// that `current_database()` names it).
+    pub async fn open(
+        storage: Storage,
+        relaxed_durability: bool,
+        database: &str,
+    ) -> Result<(Self, EngineSession)> {
         let socket_dir = tempfile::Builder::new()
             .prefix("pgshare-engine-")
             .tempdir()
@@ -53,26 +61,37 @@ impl EmbeddedEngine {
             .await
             .context("engine start task")?
             .context("start the embedded PGlite engine")?;
-        let stream = UnixStream::connect(&socket_path)
-            .await
-            .context("connect to the embedded engine")?;
-        let (reader, writer) = stream.into_split();
-        let session = EngineSession::start(
-            Box::new(reader),
-            Box::new(writer),
-            "postgres",
-            "postgres",
-            None,
-        )
-        .await
-        .context("start the embedded engine session")?;
-        Ok((
-            Self {
-                server: Some(server),
-                _socket_dir: socket_dir,
-            },
-            session,
-        ))
+        let engine = Self {
+            server: Some(server),
+            _socket_dir: socket_dir,
+        };
+        if database != DEFAULT_DATABASE {
+            let mut setup = connect(&socket_path, DEFAULT_DATABASE).await?;
+            let reply = setup
+                .run_collecting(&query(
+                    format!(
+                        "SELECT 1 FROM pg_catalog.pg_database WHERE datname = {}",
+                        literal(database)
+                    )
+                    .as_bytes(),
+                ))
+                .await?;
+            if reply.rows.is_empty() {
+                let reply = setup
+                    .run_collecting(&query(
+                        format!("CREATE DATABASE {}", identifier(database)).as_bytes(),
+                    ))
+                    .await?;
+                if let Some(error) = reply.error {
+                    anyhow::bail!(
+                        "the engine could not create database \"{database}\": {}",
+                        super::error_message(&error)
+                    );
+                }
+            }
+        }
+        let session = connect(&socket_path, database).await?;
+        Ok((engine, session))
     }
 
     /// Stops the engine thread. The session must have been dropped first so the
@@ -85,6 +104,34 @@ impl EmbeddedEngine {
         }
         Ok(())
     }
+}
+
+/// The engine's own database, present from the start.
+const DEFAULT_DATABASE: &str = "postgres";
+
+/// A session on the engine's database `database`.
+async fn connect(socket_path: &std::path::Path, database: &str) -> Result<EngineSession> {
+    let stream = UnixStream::connect(socket_path)
+        .await
+        .context("connect to the embedded engine")?;
+    let (reader, writer) = stream.into_split();
+    EngineSession::start(
+        Box::new(reader),
+        Box::new(writer),
+        "postgres",
+        database,
+        None,
+    )
+    .await
+    .context("start the embedded engine session")
+}
+
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+fn identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 impl Drop for EmbeddedEngine {

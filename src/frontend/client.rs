@@ -19,13 +19,14 @@ use tracing::{debug, error, info, warn};
 
 use crate::cancel::{CancelKey, CancelTarget};
 use crate::config::Config;
-use crate::database::Database;
+use crate::database::{Connected, Database, Registry};
 use crate::engine::EngineSession;
 use crate::protocol::backend::{push_message, ready_for_query};
 use crate::protocol::error::{PgError, sqlstate};
 use crate::protocol::frame::{self, Reader};
 use crate::scheduler::{Lease, PipelinedUnits, UnitEvent};
 use crate::session::cleanup;
+use crate::session::database_commands::{DatabaseCommand, database_command};
 use crate::session::listen::{self, Notifier};
 use crate::session::names::Namespace;
 use crate::session::pinning;
@@ -59,6 +60,10 @@ pub struct ClientContext {
     pub cancel: Arc<CancelTarget>,
     pub user: String,
     pub database: Arc<Database>,
+    /// Keeps the database from being dropped while the client uses it.
+    pub connected: Connected,
+    /// Every database, for `CREATE DATABASE` and `DROP DATABASE`.
+    pub registry: Arc<Registry>,
     pub config: Arc<Config>,
     /// The client's session settings as of login.
     pub settings: Arc<Settings>,
@@ -231,6 +236,16 @@ impl Client {
                     self.take_client_input(read)?;
                     continue;
                 }
+                if self.ctx.registry.manages_databases()
+                    && let Some(command) = database_command(&self.pending)
+                {
+                    self.pending.clear();
+                    let reply =
+                        run_database_command(&self.ctx.registry, &self.ctx.database.name, command)
+                            .await;
+                    write_client(stream, &reply).await?;
+                    continue;
+                }
                 if !self.ctx.database.scheduler.pipelines() && only_named_parses(&self.pending) {
                     self.answer_parses(stream).await?;
                     continue;
@@ -291,6 +306,19 @@ impl Client {
                 )
                 .await
                 .map_err(End::Engine)?;
+                write_client(stream, &reply).await?;
+                continue;
+            }
+            if self.to_engine.is_empty()
+                && self.unit.answered()
+                && engine.status() == b'I'
+                && self.ctx.registry.manages_databases()
+                && let Some(command) = database_command(&self.pending)
+            {
+                self.pending.clear();
+                let reply =
+                    run_database_command(&self.ctx.registry, &self.ctx.database.name, command)
+                        .await;
                 write_client(stream, &reply).await?;
                 continue;
             }
@@ -744,6 +772,46 @@ impl Client {
             lease.session = None;
         }
     }
+}
+
+/// Carries out `CREATE DATABASE` or `DROP DATABASE` on the registry and
+/// returns the answer PostgreSQL would send, for a client connected to
+/// database `current` and outside a transaction.
+async fn run_database_command(
+    registry: &Registry,
+    current: &str,
+    command: DatabaseCommand,
+) -> Vec<u8> {
+    let result = match &command {
+        DatabaseCommand::Create(name) => registry.create(name, current).await.map(|()| None),
+        DatabaseCommand::Drop { name, if_exists } => registry
+            .drop_database(name, current)
+            .await
+            .and_then(|existed| match (existed, if_exists) {
+                (true, _) => Ok(None),
+                (false, true) => Ok(Some(PgError::notice(format!(
+                    "database \"{name}\" does not exist, skipping"
+                )))),
+                (false, false) => Err(PgError::error(
+                    sqlstate::INVALID_CATALOG_NAME,
+                    format!("database \"{name}\" does not exist"),
+                )),
+            }),
+    };
+    let mut out = Vec::new();
+    match result {
+        Ok(notice) => {
+            if let Some(notice) = notice {
+                notice.encode(&mut out);
+            }
+            let mut tag = command.tag().as_bytes().to_vec();
+            tag.push(0);
+            push_message(&mut out, b'C', &tag);
+        }
+        Err(err) => err.encode(&mut out),
+    }
+    ready_for_query(&mut out, b'I');
+    out
 }
 
 /// Carries out `DISCARD ALL` or `DEALLOCATE ALL` on the client's own state

@@ -137,14 +137,8 @@ async fn login<S: ClientStream>(
     let mut buf = BytesMut::with_capacity(8192);
     authenticate(stream, &mut buf, &gateway.config, message.user()).await?;
 
-    let Some(database) = gateway.databases.get(message.database()) else {
-        return Err(PgError::fatal(
-            sqlstate::INVALID_CATALOG_NAME,
-            format!("database \"{}\" does not exist", message.database()),
-        )
-        .into());
-    };
-
+    let connected = gateway.registry.connect(message.database()).await?;
+    let database = connected.database().clone();
     let (settings, settings_checked, parameters) = startup_settings(&database, &message).await?;
     let (key, cancel) = gateway.cancels.register();
     stream
@@ -157,6 +151,8 @@ async fn login<S: ClientStream>(
             cancel,
             user: message.user().to_string(),
             database,
+            connected,
+            registry: gateway.registry.clone(),
             config: gateway.config.clone(),
             settings,
             settings_checked,

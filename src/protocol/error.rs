@@ -19,6 +19,10 @@ pub mod sqlstate {
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const CONNECTION_FAILURE: &str = "08006";
     pub const INTERNAL_ERROR: &str = "XX000";
+    pub const INVALID_NAME: &str = "42602";
+    pub const DUPLICATE_DATABASE: &str = "42P04";
+    pub const OBJECT_IN_USE: &str = "55006";
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 }
 
 /// `ERROR` ends the current statement; `FATAL` ends the connection; a
@@ -46,6 +50,7 @@ pub struct PgError {
     pub severity: Severity,
     pub code: Cow<'static, str>,
     pub message: String,
+    pub detail: Option<String>,
     pub hint: Option<String>,
 }
 
@@ -55,6 +60,7 @@ impl PgError {
             severity: Severity::Error,
             code: Cow::Borrowed(code),
             message: message.into(),
+            detail: None,
             hint: None,
         }
     }
@@ -64,6 +70,7 @@ impl PgError {
             severity: Severity::Fatal,
             code: Cow::Borrowed(code),
             message: message.into(),
+            detail: None,
             hint: None,
         }
     }
@@ -74,8 +81,21 @@ impl PgError {
             severity: Severity::Notice,
             code: Cow::Borrowed(sqlstate::SUCCESSFUL_COMPLETION),
             message: message.into(),
+            detail: None,
             hint: None,
         }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// The same error as an `ERROR`, which ends the statement rather than
+    /// the connection.
+    pub fn into_error(mut self) -> Self {
+        self.severity = Severity::Error;
+        self
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -93,6 +113,7 @@ impl PgError {
             match field {
                 b'C' => error.code = Cow::Owned(value),
                 b'M' => error.message = value,
+                b'D' => error.detail = Some(value),
                 b'H' => error.hint = Some(value),
                 _ => {}
             }
@@ -115,6 +136,9 @@ impl PgError {
             (b'M', self.message.as_str()),
         ] {
             push_field(&mut body, field, value);
+        }
+        if let Some(detail) = &self.detail {
+            push_field(&mut body, b'D', detail);
         }
         if let Some(hint) = &self.hint {
             push_field(&mut body, b'H', hint);

@@ -3,6 +3,7 @@
 //! where its current unit of work stands.
 
 pub mod cleanup;
+pub mod database_commands;
 pub mod listen;
 pub mod names;
 pub mod pinning;

@@ -36,6 +36,7 @@ pub fn test_config() -> Config {
         pool_size: 1,
         server_lifetime: None,
         max_prepared_statements: 200,
+        auto_create: true,
         server_idle_timeout: None,
         relaxed_durability: true,
         auth: AuthMethod::Trust,

@@ -1,0 +1,203 @@
+//! Many databases behind one port: each its own engine, created on first
+//! connect or by CREATE DATABASE, dropped by DROP DATABASE, kept on disk.
+
+mod support;
+
+use std::process::Command;
+
+use pgshare::engine::embedded::Storage;
+use support::{Gateway, sqlstate, test_config};
+
+fn psql(url: &str, sql: &str) -> (bool, String) {
+    let output = Command::new("psql")
+        .args([url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("run psql");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+fn url(gateway: &Gateway, database: &str) -> String {
+    format!("postgres://postgres@{}/{database}", gateway.addr)
+}
+
+async fn psql_ok(url: String, sql: &'static str) -> String {
+    tokio::task::spawn_blocking(move || {
+        let (ok, text) = psql(&url, sql);
+        assert!(ok, "psql {sql}: {text}");
+        text
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_made_with_create_database_are_separate_and_survive_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.storage = Storage::Directory(data.path().to_path_buf());
+    config.auto_create = false;
+    let gateway = Gateway::start_with(config.clone()).await;
+    psql_ok(url(&gateway, "postgres"), "CREATE DATABASE alpha").await;
+    psql_ok(url(&gateway, "postgres"), "CREATE DATABASE \"Beta-2\"").await;
+    psql_ok(
+        url(&gateway, "alpha"),
+        "CREATE TABLE t(x text); INSERT INTO t VALUES ('in alpha')",
+    )
+    .await;
+    psql_ok(
+        url(&gateway, "Beta-2"),
+        "CREATE TABLE t(x text); INSERT INTO t VALUES ('in beta')",
+    )
+    .await;
+    let listed = psql_ok(
+        url(&gateway, "alpha"),
+        "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHERE NOT datistemplate",
+    )
+    .await;
+    assert_eq!(listed.trim(), "Beta-2,alpha,postgres");
+    gateway.stop().await;
+
+    let gateway = Gateway::start_with(config).await;
+    let alpha = psql_ok(
+        url(&gateway, "alpha"),
+        "SELECT current_database() || ': ' || x FROM t",
+    )
+    .await;
+    let beta = psql_ok(
+        url(&gateway, "Beta-2"),
+        "SELECT current_database() || ': ' || x FROM t",
+    )
+    .await;
+    assert_eq!(alpha.trim(), "alpha: in alpha");
+    assert_eq!(beta.trim(), "Beta-2: in beta");
+    // Without auto_create, an unknown name is refused as PostgreSQL does.
+    let unknown = gateway
+        .try_connect(gateway.config_for("postgres", "gamma"))
+        .await
+        .expect_err("gamma does not exist");
+    assert_eq!(sqlstate(&unknown), "3D000");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prisma_style_shadow_database_is_created_used_and_dropped() {
+    let gateway = Gateway::start().await;
+    let app = gateway
+        .try_connect(gateway.config_for("postgres", "app"))
+        .await
+        .unwrap();
+    app.batch_execute("CREATE TABLE users(id int)")
+        .await
+        .unwrap();
+    let shadow_name = "prisma_migrate_shadow_db_5f0c2b1e-7a7d-4c1e-9d2f-0b6a8e3c4d11";
+    app.batch_execute(&format!("CREATE DATABASE \"{shadow_name}\""))
+        .await
+        .unwrap();
+    let shadow = gateway
+        .try_connect(gateway.config_for("postgres", shadow_name))
+        .await
+        .unwrap();
+    shadow
+        .batch_execute("CREATE TABLE migrations(id int); INSERT INTO migrations VALUES (1)")
+        .await
+        .unwrap();
+    // The shadow database is empty of the app's tables, and the other way round.
+    let tables: i64 = shadow
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'users'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0);
+    // In use by another connection: refused as PostgreSQL refuses it.
+    let busy = app
+        .batch_execute(&format!("DROP DATABASE \"{shadow_name}\""))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&busy), "55006");
+    drop(shadow);
+    let mut dropped = Err(busy);
+    for _ in 0..50 {
+        // The shadow connection's end reaches the gateway shortly.
+        dropped = app
+            .batch_execute(&format!("DROP DATABASE \"{shadow_name}\""))
+            .await;
+        if dropped.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    dropped.expect("dropped once no one uses it");
+    let own = app.batch_execute("DROP DATABASE app").await.unwrap_err();
+    assert_eq!(sqlstate(&own), "55006");
+    let missing = app
+        .batch_execute(&format!("DROP DATABASE \"{shadow_name}\""))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&missing), "3D000");
+    app.batch_execute(&format!("DROP DATABASE IF EXISTS \"{shadow_name}\""))
+        .await
+        .unwrap();
+    let exists = app.batch_execute("CREATE DATABASE app").await.unwrap_err();
+    assert_eq!(sqlstate(&exists), "42P04");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_database_names_are_refused_and_touch_nothing_outside_the_data_directory() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    let root = data.path().join("data");
+    config.storage = Storage::Directory(root.clone());
+    let gateway = Gateway::start_with(config).await;
+    for name in ["../escape", "a/b", "/", ".hidden", &"x".repeat(64)] {
+        let refused = gateway
+            .try_connect(gateway.config_for("postgres", name))
+            .await
+            .expect_err("a bad name is refused");
+        assert_eq!(sqlstate(&refused), "42602", "{name}");
+    }
+    let client = gateway.connect().await;
+    let refused = client
+        .batch_execute("CREATE DATABASE \"../escape\"")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&refused), "42602");
+    let outside: Vec<_> = std::fs::read_dir(data.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(outside, ["data"], "nothing beside the data directory");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_holding_one_engine_becomes_database_postgres() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.storage = Storage::Directory(data.path().to_path_buf());
+    let gateway = Gateway::start_with(config.clone()).await;
+    psql_ok(
+        url(&gateway, "postgres"),
+        "CREATE TABLE kept(x int); INSERT INTO kept VALUES (42)",
+    )
+    .await;
+    gateway.stop().await;
+    // The layout before databases had directories of their own: the engine's
+    // files at the top of the data directory.
+    std::fs::rename(
+        data.path().join("databases/postgres/tmp"),
+        data.path().join("tmp"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(data.path().join("databases")).unwrap();
+    let gateway = Gateway::start_with(config).await;
+    let kept = psql_ok(url(&gateway, "postgres"), "SELECT x FROM kept").await;
+    assert_eq!(kept.trim(), "42");
+    assert!(data.path().join("databases/postgres/tmp").is_dir());
+    gateway.stop().await;
+}
