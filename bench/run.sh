@@ -18,7 +18,8 @@ engine_tps() { sed -n "s/^engine $1 tps=//p" <<<"$engine"; }
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url="postgres://postgres@127.0.0.1:$port/postgres"
 log=$(mktemp)
-./target/release/pgshare serve --memory --listen "127.0.0.1:$port" 2>"$log" &
+# Plaintext, as the engine is measured without TLS.
+./target/release/pgshare serve --memory --ssl off --listen "127.0.0.1:$port" 2>"$log" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$log"' EXIT
 for _ in $(seq 100); do

@@ -44,7 +44,8 @@ pgbench -i -s 10 -q "$direct" >/dev/null 2>&1
 
 cargo build --release --quiet --bin pgshare
 share_port=$(free_port)
-./target/release/pgshare serve --upstream "$direct" --pool-size "$pool" \
+# Plaintext, as PgBouncer and PostgreSQL are reached here.
+./target/release/pgshare serve --ssl off --upstream "$direct" --pool-size "$pool" \
     --listen "127.0.0.1:$share_port" --max-client-conn 500 2>"$work/pgshare.log" &
 pids+=($!)
 share="postgres://postgres@127.0.0.1:$share_port/postgres"

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use crate::engine::embedded::Storage;
 use crate::engine::upstream::Upstream;
 use crate::frontend::scram::ScramSecret;
+use crate::frontend::tls::ClientTls;
 
 /// How clients prove who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,6 +49,14 @@ pub struct Config {
     pub relaxed_durability: bool,
     /// Create a database a client asks for when it does not exist.
     pub auto_create: bool,
+    /// TLS for clients: off, offered, or required on TCP.
+    pub client_tls: ClientTls,
+    /// The certificate and key for client TLS; generated when not given.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// A TLS client that asked for `<name>.<sni_domain>` is served database
+    /// `<name>`.
+    pub sni_domain: Option<String>,
     pub auth: AuthMethod,
     /// Roles clients may log in as, with their passwords when they have one.
     pub users: HashMap<String, Option<Secret>>,
@@ -63,6 +72,14 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         if self.listen.is_empty() && self.unix_dir.is_none() {
             bail!("nothing to listen on: give --listen or --unix-dir");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!(
+                "give both --tls-cert and --tls-key, or neither (a certificate is then generated)"
+            );
+        }
+        if self.sni_domain.is_some() && self.client_tls == ClientTls::Off {
+            bail!("--sni-domain routes TLS clients, but --ssl is off");
         }
         if self.auth != AuthMethod::Trust {
             for (user, secret) in &self.users {

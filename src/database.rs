@@ -182,6 +182,7 @@ impl Registry {
                 "create it with CREATE DATABASE, or start pgshare with --auto-create true",
             ));
         }
+        let created = !self.exists_on_disk(name);
         let database = self.open_embedded(name).await.map_err(|err| {
             warn!("could not open database \"{name}\": {err:#}");
             PgError::fatal(
@@ -190,6 +191,11 @@ impl Registry {
             )
         })?;
         self.insert(database);
+        drop(_changing);
+        if created {
+            // Its own catalog lists it already; the others learn of it.
+            self.refresh_catalogs(name).await;
+        }
         self.connect_open(name).ok_or_else(|| does_not_exist(name))
     }
 

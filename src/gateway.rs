@@ -8,12 +8,15 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::database::{Database, EmbeddedOptions, Registry};
-use crate::frontend::login::serve_connection;
+use crate::engine::embedded::Storage;
+use crate::frontend::login::{serve_connection, serve_tcp};
+use crate::frontend::tls::{self, CertificateSource, ClientTls, Connection};
 use crate::pool::PoolLimits;
 use crate::scheduler::{Connect, Scheduler};
 use crate::session::listen::Notifier;
@@ -23,6 +26,8 @@ use crate::session::statements::SessionStatements;
 pub struct Gateway {
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
+    /// Accepts client TLS, unless it is off.
+    pub tls: Option<TlsAcceptor>,
     pub cancels: CancelRegistry,
     /// One permit per logged-in client, up to `max_client_conn`.
     pub connections: Arc<Semaphore>,
@@ -110,7 +115,12 @@ impl Server {
                 .await?
             }
         };
+        let tls = match config.client_tls {
+            ClientTls::Off => None,
+            ClientTls::On | ClientTls::Required => Some(client_tls_acceptor(&config)?),
+        };
         let gateway = Arc::new(Gateway {
+            tls,
             connections: Arc::new(Semaphore::new(config.max_client_conn)),
             config: Arc::new(config),
             registry: Arc::new(registry),
@@ -159,6 +169,34 @@ impl Server {
     }
 }
 
+/// The acceptor for client TLS, with the configured certificate or one
+/// generated for the listen addresses, `localhost` and the SNI domain.
+fn client_tls_acceptor(config: &Config) -> Result<TlsAcceptor> {
+    let source = match (&config.tls_cert, &config.tls_key, &config.storage) {
+        (Some(cert), Some(key), _) => CertificateSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (_, _, Storage::Directory(dir)) => CertificateSource::Generated(dir.clone()),
+        (_, _, Storage::Memory) => CertificateSource::Ephemeral,
+    };
+    let mut names = vec!["localhost".to_string()];
+    names.extend(
+        config
+            .listen
+            .iter()
+            .map(|addr| addr.ip())
+            .filter(|ip| !ip.is_unspecified())
+            .map(|ip| ip.to_string()),
+    );
+    if let Some(domain) = &config.sni_domain {
+        names.push(domain.clone());
+        names.push(format!("*.{domain}"));
+    }
+    names.dedup();
+    tls::acceptor(&source, &names)
+}
+
 async fn bind_unix(dir: &std::path::Path, port: u16) -> Result<(UnixListener, PathBuf)> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("create socket directory {}", dir.display()))?;
@@ -180,7 +218,7 @@ async fn accept_tcp(listener: TcpListener, gateway: Arc<Gateway>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(stream, peer.to_string(), gateway.clone()));
+                tokio::spawn(serve_tcp(stream, peer.to_string(), gateway.clone()));
             }
             Err(err) => {
                 warn!("accepting a TCP connection failed: {err}");
@@ -195,9 +233,10 @@ async fn accept_unix(listener: UnixListener, gateway: Arc<Gateway>) {
         match listener.accept().await {
             Ok((stream, _)) => {
                 tokio::spawn(serve_connection(
-                    stream,
+                    Connection::Plain(stream),
                     "unix socket".to_string(),
                     gateway.clone(),
+                    false,
                 ));
             }
             Err(err) => {

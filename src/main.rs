@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use pgshare::config::{AuthMethod, Config, Secret, read_users_file};
 use pgshare::engine::embedded::Storage;
 use pgshare::engine::upstream::Upstream;
+use pgshare::frontend::tls::ClientTls;
 use pgshare::gateway::Server;
 use pgshare::protocol::frame::DEFAULT_MAX_MESSAGE_LEN;
 use tracing::error;
@@ -129,6 +130,27 @@ struct ServeArgs {
     )]
     auto_create: bool,
 
+    /// TLS for clients: off (decline), on (offer; plaintext still served) or
+    /// required (TCP clients without TLS get 28000; Unix sockets are exempt).
+    /// PostgreSQL 17's direct TLS (sslnegotiation=direct) works too.
+    #[arg(long, env = "PGSHARE_SSL", value_name = "MODE", value_enum, default_value_t = ClientTls::On)]
+    ssl: ClientTls,
+
+    /// PEM certificate (chain) for client TLS. Without it, a self-signed
+    /// certificate is generated into DIR/server.crt on first run.
+    #[arg(long, env = "PGSHARE_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "PGSHARE_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+
+    /// Route TLS clients by the host name they connect to: one that asked for
+    /// <name>.DOMAIN is served database <name>, whatever its database
+    /// parameter says (use a certificate for *.DOMAIN).
+    #[arg(long, env = "PGSHARE_SNI_DOMAIN", value_name = "DOMAIN")]
+    sni_domain: Option<String>,
+
     /// How clients authenticate. Default: trust when every --listen address is
     /// loopback, scram-sha-256 otherwise.
     #[arg(long, env = "PGSHARE_AUTH", value_enum)]
@@ -231,6 +253,10 @@ impl ServeArgs {
             storage,
             relaxed_durability: self.relaxed_durability,
             auto_create: self.auto_create,
+            client_tls: self.ssl,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            sni_domain: self.sni_domain,
             auth,
             users,
             max_client_conn: self.max_client_conn,

@@ -1,13 +1,16 @@
-//! A new connection from its first byte to `ReadyForQuery`: SSL and GSS
-//! requests (declined for now), cancel requests, protocol version negotiation,
-//! the connection limit, authentication, the database, and the parameters and
-//! cancel key every client gets.
+//! A new connection from its first byte to `ReadyForQuery`: TLS (after an
+//! `SSLRequest` or direct), GSS requests (declined), cancel requests, protocol
+//! version negotiation, the connection limit, authentication, the database
+//! (by name or by the TLS host name), and the parameters and cancel key every
+//! client gets.
 
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use crate::cancel::CancelOutcome;
@@ -20,11 +23,60 @@ use crate::session::settings::{self, Settings};
 
 use super::auth::authenticate;
 use super::client::{self, ClientContext};
+use super::tls::{ALPN, ClientTls, Connection, sni_database};
 use super::transport::{ClientError, ClientStream, send_error};
 
-/// Serves one accepted connection until it closes.
-pub async fn serve_connection<S: ClientStream>(mut stream: S, peer: String, gateway: Arc<Gateway>) {
-    let login = login(&mut stream, &gateway);
+/// Serves one accepted TCP connection until it closes; one that starts with a
+/// TLS handshake (PostgreSQL 17's `sslnegotiation=direct`) gets TLS first.
+pub async fn serve_tcp(stream: TcpStream, peer: String, gateway: Arc<Gateway>) {
+    let mut connection = Connection::Plain(stream);
+    if let Some(acceptor) = &gateway.tls {
+        let direct = async {
+            let Connection::Plain(plain) = &connection else {
+                return Ok(false);
+            };
+            let mut first = [0u8; 1];
+            let read = plain.peek(&mut first).await?;
+            if read == 0 || first[0] != TLS_HANDSHAKE {
+                return Ok(false);
+            }
+            connection.upgrade(acceptor).await?;
+            Ok::<_, io::Error>(true)
+        };
+        let limit = gateway.config.client_login_timeout.unwrap_or(Duration::MAX);
+        match tokio::time::timeout(limit, direct).await {
+            Ok(Ok(false)) => {}
+            Ok(Ok(true)) if connection.alpn() == Some(ALPN) => {}
+            Ok(Ok(true)) => {
+                // As PostgreSQL: direct TLS must name the protocol.
+                info!(%peer, "connection refused: direct TLS without ALPN \"postgresql\"");
+                return;
+            }
+            Ok(Err(err)) => {
+                info!(%peer, "TLS handshake failed: {err}");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "connection closed: nothing arrived before client_login_timeout");
+                return;
+            }
+        }
+    }
+    serve_connection(connection, peer, gateway, true).await
+}
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Serves one accepted connection until it closes; `tcp` says TLS is
+/// possible on it.
+pub async fn serve_connection<S: ClientStream>(
+    mut stream: Connection<S>,
+    peer: String,
+    gateway: Arc<Gateway>,
+    tcp: bool,
+) {
+    let login = login(&mut stream, &gateway, tcp);
     let login = match gateway.config.client_login_timeout {
         Some(limit) => match tokio::time::timeout(limit, login).await {
             Ok(result) => result,
@@ -54,17 +106,27 @@ pub async fn serve_connection<S: ClientStream>(mut stream: S, peer: String, gate
 /// Returns the logged-in client, or `None` for a connection that only carried
 /// a cancel request.
 async fn login<S: ClientStream>(
-    stream: &mut S,
+    stream: &mut Connection<S>,
     gateway: &Arc<Gateway>,
+    tcp: bool,
 ) -> Result<Option<(ClientContext, BytesMut)>, ClientError> {
     let mut ssl_done = false;
     let mut gss_done = false;
     let message = loop {
         match read_startup_packet(stream).await? {
-            StartupPacket::SslRequest if !ssl_done => {
+            StartupPacket::SslRequest if !ssl_done && !stream.is_tls() => {
                 ssl_done = true;
-                stream.write_all(b"N").await?;
-                stream.flush().await?;
+                match (&gateway.tls, tcp) {
+                    (Some(acceptor), true) => {
+                        stream.write_all(b"S").await?;
+                        stream.flush().await?;
+                        stream.upgrade(acceptor).await?;
+                    }
+                    _ => {
+                        stream.write_all(b"N").await?;
+                        stream.flush().await?;
+                    }
+                }
             }
             StartupPacket::GssEncRequest if !gss_done => {
                 gss_done = true;
@@ -112,6 +174,24 @@ async fn login<S: ClientStream>(
         }
     };
 
+    if tcp && !stream.is_tls() && gateway.config.client_tls == ClientTls::Required {
+        return Err(PgError::fatal(
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            format!(
+                "no encryption: pgshare accepts TCP connections for user \"{}\", database \"{}\" only with TLS",
+                message.user(),
+                message.database()
+            ),
+        )
+        .with_hint("connect with sslmode=require (or verify-full)")
+        .into());
+    }
+    // The TLS host name picks the database when it names one under the SNI
+    // domain, whatever the startup packet says.
+    let database_name = sni_database(stream.server_name(), gateway.config.sni_domain.as_deref())
+        .unwrap_or(message.database())
+        .to_string();
+
     let Ok(permit) = gateway.connections.clone().try_acquire_owned() else {
         return Err(PgError::fatal(
             sqlstate::TOO_MANY_CONNECTIONS,
@@ -137,7 +217,7 @@ async fn login<S: ClientStream>(
     let mut buf = BytesMut::with_capacity(8192);
     authenticate(stream, &mut buf, &gateway.config, message.user()).await?;
 
-    let connected = gateway.registry.connect(message.database()).await?;
+    let connected = gateway.registry.connect(&database_name).await?;
     let database = connected.database().clone();
     let (settings, settings_checked, parameters) = startup_settings(&database, &message).await?;
     let (key, cancel) = gateway.cancels.register();

@@ -6,4 +6,5 @@ pub mod client;
 pub mod login;
 pub mod md5;
 pub mod scram;
+pub mod tls;
 pub mod transport;
