@@ -49,6 +49,10 @@ pub struct Config {
     pub relaxed_durability: bool,
     /// Create a database a client asks for when it does not exist.
     pub auto_create: bool,
+    /// An embedded database without clients for this long is closed.
+    pub engine_idle_timeout: Option<Duration>,
+    /// Embedded databases open at once at most.
+    pub max_open_engines: usize,
     /// TLS for clients: off, offered, or required on TCP.
     pub client_tls: ClientTls,
     /// The certificate and key for client TLS; generated when not given.

@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -38,6 +39,8 @@ pub struct Database {
     engine: Mutex<Option<EmbeddedEngine>>,
     /// Clients connected to it now.
     clients: AtomicUsize,
+    /// When its last client left.
+    idle_since: Mutex<Instant>,
 }
 
 impl Database {
@@ -57,6 +60,7 @@ impl Database {
             notifier,
             engine: Mutex::new(engine),
             clients: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
         }
     }
 
@@ -100,7 +104,9 @@ impl Connected {
 
 impl Drop for Connected {
     fn drop(&mut self) {
-        self.database.clients.fetch_sub(1, Ordering::SeqCst);
+        if self.database.clients.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *lock(&self.database.idle_since) = Instant::now();
+        }
     }
 }
 
@@ -112,6 +118,12 @@ pub struct EmbeddedOptions {
     pub max_prepared_statements: usize,
     /// Create a database a client asks for that does not exist yet.
     pub auto_create: bool,
+    /// A database without clients for this long is closed (and opened again
+    /// when a client comes).
+    pub idle_timeout: Option<Duration>,
+    /// Databases open at once at most; opening another closes the one idle
+    /// the longest.
+    pub max_open: usize,
 }
 
 enum Source {
@@ -130,10 +142,15 @@ pub struct Registry {
 impl Registry {
     /// A registry of embedded databases; `postgres` is opened now, so that an
     /// unusable data directory stops the gateway before it serves anyone.
-    pub async fn embedded(options: EmbeddedOptions) -> anyhow::Result<Self> {
+    pub async fn embedded(options: EmbeddedOptions) -> anyhow::Result<Arc<Self>> {
         if let Storage::Directory(root) = &options.storage {
             migrate_single_database_layout(root)?;
         }
+        // Closing an in-memory database would lose it.
+        let idle_timeout = match options.storage {
+            Storage::Directory(_) => options.idle_timeout,
+            Storage::Memory => None,
+        };
         let registry = Self {
             source: Source::Embedded(options),
             open: Mutex::new(HashMap::new()),
@@ -141,12 +158,16 @@ impl Registry {
         };
         let database = registry.open_embedded("postgres").await?;
         registry.insert(database);
+        let registry = Arc::new(registry);
+        if let Some(timeout) = idle_timeout {
+            tokio::spawn(close_idle(Arc::downgrade(&registry), timeout));
+        }
         Ok(registry)
     }
 
     /// A registry of the given databases only.
-    pub fn fixed(databases: Vec<Database>) -> Self {
-        Self {
+    pub fn fixed(databases: Vec<Database>) -> Arc<Self> {
+        Arc::new(Self {
             source: Source::Fixed,
             open: Mutex::new(
                 databases
@@ -155,7 +176,7 @@ impl Registry {
                     .collect(),
             ),
             changing: tokio::sync::Mutex::new(()),
-        }
+        })
     }
 
     /// Whether `CREATE DATABASE` and `DROP DATABASE` act on this registry.
@@ -183,6 +204,7 @@ impl Registry {
             ));
         }
         let created = !self.exists_on_disk(name);
+        self.make_room(options.max_open).await?;
         let database = self.open_embedded(name).await.map_err(|err| {
             warn!("could not open database \"{name}\": {err:#}");
             PgError::fatal(
@@ -209,6 +231,11 @@ impl Registry {
                 sqlstate::DUPLICATE_DATABASE,
                 format!("database \"{name}\" already exists"),
             ));
+        }
+        if let Source::Embedded(options) = &self.source {
+            self.make_room(options.max_open)
+                .await
+                .map_err(PgError::into_error)?;
         }
         let database = self.open_embedded(name).await.map_err(|err| {
             warn!("could not create database \"{name}\": {err:#}");
@@ -335,6 +362,51 @@ impl Registry {
         }
     }
 
+    /// Closes the database idle the longest when `max_open` are open; fails
+    /// when all of them have clients. Called with `changing` held.
+    async fn make_room(&self, max_open: usize) -> Result<(), PgError> {
+        let victim = {
+            let mut open = lock(&self.open);
+            if open.len() < max_open.max(1) {
+                return Ok(());
+            }
+            // Closing an in-memory database would lose it.
+            let in_memory = matches!(
+                self.source,
+                Source::Embedded(EmbeddedOptions {
+                    storage: Storage::Memory,
+                    ..
+                })
+            );
+            let idlest = open
+                .values()
+                .filter(|database| !in_memory && database.clients.load(Ordering::SeqCst) == 0)
+                .min_by_key(|database| *lock(&database.idle_since))
+                .map(|database| database.name.clone());
+            match idlest {
+                Some(name) => open.remove(&name),
+                None => {
+                    return Err(PgError::fatal(
+                        sqlstate::INSUFFICIENT_RESOURCES,
+                        format!(
+                            "{} databases are open and none can be closed (all have clients, or they live in memory)",
+                            open.len()
+                        ),
+                    )
+                    .with_hint("raise --max-open-engines, or try again when a database is idle"));
+                }
+            }
+        };
+        if let Some(database) = victim {
+            info!(
+                "closing database \"{}\", idle the longest, to stay within --max-open-engines",
+                database.name
+            );
+            database.close().await;
+        }
+        Ok(())
+    }
+
     fn connect_open(&self, name: &str) -> Option<Connected> {
         let open = lock(&self.open);
         let database = open.get(name)?.clone();
@@ -448,6 +520,39 @@ fn migrate_single_database_layout(root: &std::path::Path) -> anyhow::Result<()> 
         target.display()
     );
     Ok(())
+}
+
+/// Closes databases idle for longer than `timeout`, until the registry is
+/// gone. A client arriving meanwhile waits for the close and opens it again.
+async fn close_idle(registry: std::sync::Weak<Registry>, timeout: Duration) {
+    let period = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
+        let _changing = registry.changing.lock().await;
+        let idle: Vec<Arc<Database>> = {
+            let mut open = lock(&registry.open);
+            let names: Vec<String> = open
+                .values()
+                .filter(|database| {
+                    database.clients.load(Ordering::SeqCst) == 0
+                        && lock(&database.idle_since).elapsed() >= timeout
+                })
+                .map(|database| database.name.clone())
+                .collect();
+            names.iter().filter_map(|name| open.remove(name)).collect()
+        };
+        for database in idle {
+            info!(
+                "closing database \"{}\": no clients for {}s (engine_idle_timeout)",
+                database.name,
+                timeout.as_secs()
+            );
+            database.close().await;
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -111,6 +111,8 @@ impl Server {
                     relaxed_durability: config.relaxed_durability,
                     max_prepared_statements: config.max_prepared_statements,
                     auto_create: config.auto_create,
+                    idle_timeout: config.engine_idle_timeout,
+                    max_open: config.max_open_engines,
                 })
                 .await?
             }
@@ -123,7 +125,7 @@ impl Server {
             tls,
             connections: Arc::new(Semaphore::new(config.max_client_conn)),
             config: Arc::new(config),
-            registry: Arc::new(registry),
+            registry,
             cancels: CancelRegistry::new(),
         });
         Ok(Self { gateway, tcp, unix })

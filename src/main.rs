@@ -130,6 +130,27 @@ struct ServeArgs {
     )]
     auto_create: bool,
 
+    /// Seconds after its last client leaves that an embedded database is
+    /// closed (flushed to disk, memory freed); the next client opens it
+    /// again. 0 = never. With --memory, databases stay open.
+    #[arg(
+        long,
+        env = "PGSHARE_ENGINE_IDLE_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 600
+    )]
+    engine_idle_timeout: u64,
+
+    /// Embedded databases open at once at most; opening another closes the
+    /// one idle the longest, and with none idle the client gets 53000.
+    #[arg(
+        long,
+        env = "PGSHARE_MAX_OPEN_ENGINES",
+        value_name = "COUNT",
+        default_value_t = 16
+    )]
+    max_open_engines: usize,
+
     /// TLS for clients: off (decline), on (offer; plaintext still served) or
     /// required (TCP clients without TLS get 28000; Unix sockets are exempt).
     /// PostgreSQL 17's direct TLS (sslnegotiation=direct) works too.
@@ -253,6 +274,8 @@ impl ServeArgs {
             storage,
             relaxed_durability: self.relaxed_durability,
             auto_create: self.auto_create,
+            engine_idle_timeout: seconds(self.engine_idle_timeout),
+            max_open_engines: self.max_open_engines.max(1),
             client_tls: self.ssl,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,

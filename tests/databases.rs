@@ -201,3 +201,52 @@ async fn a_data_directory_holding_one_engine_becomes_database_postgres() {
     assert!(data.path().join("databases/postgres/tmp").is_dir());
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_databases_close_and_reopen_with_their_data() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.storage = Storage::Directory(data.path().to_path_buf());
+    config.engine_idle_timeout = Some(std::time::Duration::from_millis(400));
+    config.max_open_engines = 2;
+    let gateway = Gateway::start_with(config).await;
+    {
+        let one = gateway
+            .try_connect(gateway.config_for("postgres", "one"))
+            .await
+            .unwrap();
+        one.batch_execute("CREATE TABLE t(x int); INSERT INTO t VALUES (1)")
+            .await
+            .unwrap();
+    }
+    // Its client left: after the idle timeout the engine is closed, and the
+    // next client gets it opened again with everything committed.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let one = gateway
+        .try_connect(gateway.config_for("postgres", "one"))
+        .await
+        .unwrap();
+    let x: i32 = one.query_one("SELECT x FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(x, 1);
+    // Two may be open: a third database closes the idle one; with both
+    // busy, a third is refused with 53000.
+    let two = gateway
+        .try_connect(gateway.config_for("postgres", "two"))
+        .await
+        .unwrap();
+    let three = gateway
+        .try_connect(gateway.config_for("postgres", "three"))
+        .await
+        .expect_err("both open databases have clients");
+    assert_eq!(sqlstate(&three), "53000");
+    drop(two);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let three = gateway
+        .try_connect(gateway.config_for("postgres", "three"))
+        .await
+        .unwrap();
+    three.batch_execute("SELECT 1").await.unwrap();
+    let x: i32 = one.query_one("SELECT x FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(x, 1, "the busy database stayed open");
+    gateway.stop().await;
+}

@@ -22,6 +22,7 @@ pub mod sqlstate {
     pub const INVALID_NAME: &str = "42602";
     pub const DUPLICATE_DATABASE: &str = "42P04";
     pub const OBJECT_IN_USE: &str = "55006";
+    pub const INSUFFICIENT_RESOURCES: &str = "53000";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 }
 

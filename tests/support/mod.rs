@@ -37,6 +37,8 @@ pub fn test_config() -> Config {
         server_lifetime: None,
         max_prepared_statements: 200,
         auto_create: true,
+        engine_idle_timeout: None,
+        max_open_engines: 16,
         client_tls: pgshare::frontend::tls::ClientTls::Off,
         tls_cert: None,
         tls_key: None,
