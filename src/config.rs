@@ -13,7 +13,8 @@ use crate::frontend::scram::ScramSecret;
 use crate::frontend::tls::ClientTls;
 
 /// How clients prove who they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum AuthMethod {
     /// Anyone who can reach the port may log in as any known role.
     Trust,
@@ -21,6 +22,7 @@ pub enum AuthMethod {
     Md5,
     /// SCRAM-SHA-256 against a configured password (PostgreSQL's default).
     #[value(name = "scram-sha-256")]
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
 }
 
@@ -31,6 +33,37 @@ pub enum Secret {
     Scram(ScramSecret),
 }
 
+impl Secret {
+    /// A plain password, or a `SCRAM-SHA-256$...` secret.
+    pub fn parse(password: &str) -> Result<Self> {
+        if password.starts_with("SCRAM-SHA-256$") {
+            Ok(Secret::Scram(
+                ScramSecret::parse(password).context("malformed SCRAM secret")?,
+            ))
+        } else {
+            Ok(Secret::Plain(password.to_string()))
+        }
+    }
+}
+
+/// The pool of server sessions for one upstream database.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamPool {
+    /// Server sessions at most.
+    pub size: usize,
+    /// A pooled server session is closed after this long, once idle.
+    pub lifetime: Option<Duration>,
+    /// A pooled server session idle for this long is closed.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// A database served by an upstream server (from the configuration file).
+#[derive(Debug, Clone)]
+pub struct UpstreamDatabase {
+    pub upstream: Upstream,
+    pub pool: UpstreamPool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Vec<SocketAddr>,
@@ -38,6 +71,10 @@ pub struct Config {
     pub storage: Storage,
     /// Serve a real PostgreSQL server instead of the embedded engine.
     pub upstream: Option<Upstream>,
+    /// More databases served by upstream servers, by the name clients use.
+    pub upstream_databases: Vec<(String, UpstreamDatabase)>,
+    /// Embedded databases opened (and created) at startup.
+    pub embedded_databases: Vec<String>,
     /// Server sessions opened to the upstream server at most.
     pub pool_size: usize,
     /// A pooled server session is closed after this long, once idle.
@@ -77,6 +114,12 @@ impl Config {
         if self.listen.is_empty() && self.unix_dir.is_none() {
             bail!("nothing to listen on: give --listen or --unix-dir");
         }
+        if self.upstream.is_some() && !self.embedded_databases.is_empty() {
+            bail!(
+                "a gateway in front of one upstream server (upstream) serves no embedded databases, but the configuration lists {}; give them an upstream each",
+                self.embedded_databases.join(", ")
+            );
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             bail!(
                 "give both --tls-cert and --tls-key, or neither (a certificate is then generated)"
@@ -89,7 +132,7 @@ impl Config {
             for (user, secret) in &self.users {
                 match (secret, self.auth) {
                     (None, _) => bail!(
-                        "role \"{user}\" has no password, but --auth is {:?}; set --password or add it to the users file",
+                        "role \"{user}\" has no password, but --auth is {:?}; set --password (or [auth] password in the configuration file) or add it to the users file",
                         self.auth
                     ),
                     (Some(Secret::Scram(_)), AuthMethod::Md5) => bail!(
@@ -100,6 +143,97 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The settings that differ in `new` but can only change with a
+    /// restart.
+    pub fn needs_restart_for(&self, new: &Config) -> Vec<&'static str> {
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let mut changed = Vec::new();
+        for (name, old, new) in [
+            (
+                "listen",
+                &self.listen as &dyn std::fmt::Debug,
+                &new.listen as &dyn std::fmt::Debug,
+            ),
+            ("unix_dir", &self.unix_dir, &new.unix_dir),
+            ("data", &self.storage, &new.storage),
+            ("upstream", &self.upstream, &new.upstream),
+            ("pool_size", &self.pool_size, &new.pool_size),
+            (
+                "server_lifetime",
+                &self.server_lifetime,
+                &new.server_lifetime,
+            ),
+            (
+                "server_idle_timeout",
+                &self.server_idle_timeout,
+                &new.server_idle_timeout,
+            ),
+            (
+                "databases",
+                &self.upstream_databases,
+                &new.upstream_databases,
+            ),
+            (
+                "databases",
+                &self.embedded_databases,
+                &new.embedded_databases,
+            ),
+            (
+                "relaxed_durability",
+                &self.relaxed_durability,
+                &new.relaxed_durability,
+            ),
+            ("auto_create", &self.auto_create, &new.auto_create),
+            (
+                "engine_idle_timeout",
+                &self.engine_idle_timeout,
+                &new.engine_idle_timeout,
+            ),
+            (
+                "max_open_engines",
+                &self.max_open_engines,
+                &new.max_open_engines,
+            ),
+            (
+                "max_prepared_statements",
+                &self.max_prepared_statements,
+                &new.max_prepared_statements,
+            ),
+            (
+                "max_client_conn",
+                &self.max_client_conn,
+                &new.max_client_conn,
+            ),
+        ] {
+            if differs(old, new) && !changed.contains(&name) {
+                changed.push(name);
+            }
+        }
+        changed
+    }
+
+    /// Takes from `old` what a reload cannot change.
+    pub fn keep_unreloadable(&mut self, old: &Config) {
+        self.listen = old.listen.clone();
+        self.unix_dir = old.unix_dir.clone();
+        self.storage = old.storage.clone();
+        self.upstream = old.upstream.clone();
+        self.pool_size = old.pool_size;
+        self.server_lifetime = old.server_lifetime;
+        self.server_idle_timeout = old.server_idle_timeout;
+        self.upstream_databases = old.upstream_databases.clone();
+        self.embedded_databases = old.embedded_databases.clone();
+        self.relaxed_durability = old.relaxed_durability;
+        self.auto_create = old.auto_create;
+        self.engine_idle_timeout = old.engine_idle_timeout;
+        self.max_open_engines = old.max_open_engines;
+        self.max_prepared_statements = old.max_prepared_statements;
+        self.max_client_conn = old.max_client_conn;
     }
 }
 
@@ -124,14 +258,7 @@ fn parse_users(text: &str) -> Result<HashMap<String, Secret>> {
         let [name, password] = fields.as_slice() else {
             bail!("line {}: expected \"name\" \"password\"", number + 1);
         };
-        let secret = if password.starts_with("SCRAM-SHA-256$") {
-            Secret::Scram(
-                ScramSecret::parse(password)
-                    .with_context(|| format!("line {}: malformed SCRAM secret", number + 1))?,
-            )
-        } else {
-            Secret::Plain(password.clone())
-        };
+        let secret = Secret::parse(password).with_context(|| format!("line {}", number + 1))?;
         users.insert(name.clone(), secret);
     }
     Ok(users)

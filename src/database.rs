@@ -41,6 +41,8 @@ pub struct Database {
     clients: AtomicUsize,
     /// When its last client left.
     idle_since: Mutex<Instant>,
+    /// An embedded engine (rather than an upstream server) serves it.
+    embedded: bool,
 }
 
 impl Database {
@@ -58,6 +60,7 @@ impl Database {
             scheduler,
             parameters: session_parameters,
             notifier,
+            embedded: engine.is_some(),
             engine: Mutex::new(engine),
             clients: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
@@ -126,38 +129,56 @@ pub struct EmbeddedOptions {
     pub max_open: usize,
 }
 
-enum Source {
-    Embedded(EmbeddedOptions),
-    /// Databases of upstream servers, all opened at startup.
-    Fixed,
-}
-
 pub struct Registry {
-    source: Source,
+    /// How databases are made on demand; `None` when only the configured
+    /// upstream databases are served.
+    embedded: Option<EmbeddedOptions>,
     open: Mutex<HashMap<String, Arc<Database>>>,
     /// One open, create or drop at a time.
     changing: tokio::sync::Mutex<()>,
 }
 
 impl Registry {
-    /// A registry of embedded databases; `postgres` is opened now, so that an
-    /// unusable data directory stops the gateway before it serves anyone.
-    pub async fn embedded(options: EmbeddedOptions) -> anyhow::Result<Arc<Self>> {
-        if let Storage::Directory(root) = &options.storage {
-            migrate_single_database_layout(root)?;
+    /// A registry serving `upstream` databases (opened already) and, with
+    /// `embedded`, any other name as an embedded database. `postgres` is then
+    /// opened now, so that an unusable data directory stops the gateway
+    /// before it serves anyone.
+    pub async fn new(
+        embedded: Option<EmbeddedOptions>,
+        upstream: Vec<Database>,
+        configured: &[String],
+    ) -> anyhow::Result<Arc<Self>> {
+        let mut idle_timeout = None;
+        if let Some(options) = &embedded {
+            match &options.storage {
+                Storage::Directory(root) => {
+                    migrate_single_database_layout(root)?;
+                    idle_timeout = options.idle_timeout;
+                }
+                // Closing an in-memory database would lose it.
+                Storage::Memory => {}
+            }
         }
-        // Closing an in-memory database would lose it.
-        let idle_timeout = match options.storage {
-            Storage::Directory(_) => options.idle_timeout,
-            Storage::Memory => None,
-        };
         let registry = Self {
-            source: Source::Embedded(options),
-            open: Mutex::new(HashMap::new()),
+            embedded,
+            open: Mutex::new(
+                upstream
+                    .into_iter()
+                    .map(|database| (database.name.clone(), Arc::new(database)))
+                    .collect(),
+            ),
             changing: tokio::sync::Mutex::new(()),
         };
-        let database = registry.open_embedded("postgres").await?;
-        registry.insert(database);
+        if registry.embedded.is_some() {
+            // `postgres` and the configured embedded databases exist from the
+            // start, whatever auto_create says.
+            for name in std::iter::once("postgres").chain(configured.iter().map(String::as_str)) {
+                if !registry.is_open(name) {
+                    let database = registry.open_embedded(name).await?;
+                    registry.insert(database);
+                }
+            }
+        }
         let registry = Arc::new(registry);
         if let Some(timeout) = idle_timeout {
             tokio::spawn(close_idle(Arc::downgrade(&registry), timeout));
@@ -165,23 +186,9 @@ impl Registry {
         Ok(registry)
     }
 
-    /// A registry of the given databases only.
-    pub fn fixed(databases: Vec<Database>) -> Arc<Self> {
-        Arc::new(Self {
-            source: Source::Fixed,
-            open: Mutex::new(
-                databases
-                    .into_iter()
-                    .map(|database| (database.name.clone(), Arc::new(database)))
-                    .collect(),
-            ),
-            changing: tokio::sync::Mutex::new(()),
-        })
-    }
-
     /// Whether `CREATE DATABASE` and `DROP DATABASE` act on this registry.
     pub fn manages_databases(&self) -> bool {
-        matches!(self.source, Source::Embedded(_))
+        self.embedded.is_some()
     }
 
     /// Connects a client to database `name`, opening it (and creating it
@@ -190,7 +197,7 @@ impl Registry {
         if let Some(connected) = self.connect_open(name) {
             return Ok(connected);
         }
-        let Source::Embedded(options) = &self.source else {
+        let Some(options) = &self.embedded else {
             return Err(does_not_exist(name));
         };
         validate_name(name)?;
@@ -232,7 +239,7 @@ impl Registry {
                 format!("database \"{name}\" already exists"),
             ));
         }
-        if let Source::Embedded(options) = &self.source {
+        if let Some(options) = &self.embedded {
             self.make_room(options.max_open)
                 .await
                 .map_err(PgError::into_error)?;
@@ -267,6 +274,13 @@ impl Registry {
         let removed = {
             let mut open = lock(&self.open);
             if let Some(database) = open.get(name) {
+                if !database.embedded {
+                    return Err(PgError::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!("database \"{name}\" is served by an upstream server"),
+                    )
+                    .with_hint("remove it from the configuration file instead"));
+                }
                 let others = database.clients.load(Ordering::SeqCst);
                 if others > 0 {
                     return Err(PgError::error(
@@ -311,6 +325,9 @@ impl Registry {
     async fn refresh_catalogs(&self, current: &str) {
         let names = self.names();
         for database in self.open_databases() {
+            if !database.embedded {
+                continue;
+            }
             let names = names.clone();
             let is_current = database.name == current;
             let refresh = async move {
@@ -333,10 +350,10 @@ impl Registry {
     /// those on disk.
     pub fn names(&self) -> Vec<String> {
         let mut names: BTreeSet<String> = lock(&self.open).keys().cloned().collect();
-        if let Source::Embedded(EmbeddedOptions {
+        if let Some(EmbeddedOptions {
             storage: Storage::Directory(root),
             ..
-        }) = &self.source
+        }) = &self.embedded
             && let Ok(entries) = std::fs::read_dir(root.join(DATABASES_DIR))
         {
             names.extend(
@@ -367,20 +384,23 @@ impl Registry {
     async fn make_room(&self, max_open: usize) -> Result<(), PgError> {
         let victim = {
             let mut open = lock(&self.open);
-            if open.len() < max_open.max(1) {
+            let embedded = open.values().filter(|database| database.embedded).count();
+            if embedded < max_open.max(1) {
                 return Ok(());
             }
             // Closing an in-memory database would lose it.
             let in_memory = matches!(
-                self.source,
-                Source::Embedded(EmbeddedOptions {
+                self.embedded,
+                Some(EmbeddedOptions {
                     storage: Storage::Memory,
                     ..
                 })
             );
             let idlest = open
                 .values()
-                .filter(|database| !in_memory && database.clients.load(Ordering::SeqCst) == 0)
+                .filter(|database| {
+                    database.embedded && !in_memory && database.clients.load(Ordering::SeqCst) == 0
+                })
                 .min_by_key(|database| *lock(&database.idle_since))
                 .map(|database| database.name.clone());
             match idlest {
@@ -390,7 +410,7 @@ impl Registry {
                         sqlstate::INSUFFICIENT_RESOURCES,
                         format!(
                             "{} databases are open and none can be closed (all have clients, or they live in memory)",
-                            open.len()
+                            embedded
                         ),
                     )
                     .with_hint("raise --max-open-engines, or try again when a database is idle"));
@@ -423,8 +443,8 @@ impl Registry {
     }
 
     fn directory(&self, name: &str) -> Option<PathBuf> {
-        match &self.source {
-            Source::Embedded(EmbeddedOptions {
+        match &self.embedded {
+            Some(EmbeddedOptions {
                 storage: Storage::Directory(root),
                 ..
             }) => Some(root.join(DATABASES_DIR).join(name)),
@@ -437,7 +457,7 @@ impl Registry {
     }
 
     async fn open_embedded(&self, name: &str) -> anyhow::Result<Database> {
-        let Source::Embedded(options) = &self.source else {
+        let Some(options) = &self.embedded else {
             anyhow::bail!("database \"{name}\" is not embedded");
         };
         let storage = match &options.storage {
@@ -537,7 +557,8 @@ async fn close_idle(registry: std::sync::Weak<Registry>, timeout: Duration) {
             let names: Vec<String> = open
                 .values()
                 .filter(|database| {
-                    database.clients.load(Ordering::SeqCst) == 0
+                    database.embedded
+                        && database.clients.load(Ordering::SeqCst) == 0
                         && lock(&database.idle_since).elapsed() >= timeout
                 })
                 .map(|database| database.name.clone())

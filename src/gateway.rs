@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
 use tokio::net::{TcpListener, UnixListener};
@@ -12,9 +12,10 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use crate::cancel::CancelRegistry;
-use crate::config::Config;
+use crate::config::{Config, UpstreamPool};
 use crate::database::{Database, EmbeddedOptions, Registry};
 use crate::engine::embedded::Storage;
+use crate::engine::upstream::Upstream;
 use crate::frontend::login::{serve_connection, serve_tcp};
 use crate::frontend::tls::{self, CertificateSource, ClientTls, Connection};
 use crate::pool::PoolLimits;
@@ -24,13 +25,59 @@ use crate::session::statements::SessionStatements;
 
 /// What every connection task shares.
 pub struct Gateway {
-    pub config: Arc<Config>,
+    /// The settings new connections get; replaced by a reload.
+    current: RwLock<Current>,
     pub registry: Arc<Registry>,
-    /// Accepts client TLS, unless it is off.
-    pub tls: Option<TlsAcceptor>,
     pub cancels: CancelRegistry,
     /// One permit per logged-in client, up to `max_client_conn`.
     pub connections: Arc<Semaphore>,
+}
+
+/// What a reload may replace.
+struct Current {
+    config: Arc<Config>,
+    /// Accepts client TLS, unless it is off.
+    tls: Option<TlsAcceptor>,
+}
+
+impl Gateway {
+    /// The configuration for a new connection.
+    pub fn config(&self) -> Arc<Config> {
+        self.current().config.clone()
+    }
+
+    /// The TLS acceptor for a new connection, unless TLS is off.
+    pub fn tls(&self) -> Option<TlsAcceptor> {
+        self.current().tls.clone()
+    }
+
+    /// Takes on a reloaded configuration for new connections: roles and
+    /// passwords, authentication, timeouts and TLS. Returns the settings that
+    /// changed but need a restart, which keep their old values.
+    pub fn reload(&self, mut new: Config) -> Result<Vec<&'static str>> {
+        new.validate()?;
+        let old = self.config();
+        let needs_restart = old.needs_restart_for(&new);
+        new.keep_unreloadable(&old);
+        let tls = match new.client_tls {
+            ClientTls::Off => None,
+            ClientTls::On | ClientTls::Required => Some(client_tls_acceptor(&new)?),
+        };
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Current {
+            config: Arc::new(new),
+            tls,
+        };
+        Ok(needs_restart)
+    }
+
+    fn current(&self) -> std::sync::RwLockReadGuard<'_, Current> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// A gateway whose engine is open and whose sockets are bound.
@@ -60,75 +107,63 @@ impl Server {
             Some(dir) => Some(bind_unix(dir, port).await?),
             None => None,
         };
-        let registry = match &config.upstream {
-            Some(upstream) => {
-                // One session now, to fail early and learn the parameters;
-                // the others open when the load needs them.
-                let limit = config.max_prepared_statements;
-                let mut session = upstream.connect().await?;
-                session.statements = SessionStatements::with_limit(limit);
-                info!(
-                    "serving database \"{}\" from the upstream server with up to {} server sessions",
+        let mut upstream_databases = Vec::new();
+        if let Some(upstream) = &config.upstream {
+            upstream_databases.push(
+                upstream_database(
+                    upstream,
                     upstream.database(),
-                    config.pool_size
-                );
-                let parameters = session.parameters.clone();
-                let connector = upstream.clone();
-                let connect: Connect = Arc::new(move || {
-                    let upstream = connector.clone();
-                    Box::pin(async move {
-                        let mut session = upstream.connect().await?;
-                        session.statements = SessionStatements::with_limit(limit);
-                        Ok(session)
-                    })
-                });
-                let notifier = Arc::new(Notifier::default());
-                let scheduler = if config.pool_size > 1 {
-                    Scheduler::pooled(
-                        session,
-                        connect,
-                        PoolLimits {
-                            size: config.pool_size,
-                            lifetime: config.server_lifetime,
-                            idle_timeout: config.server_idle_timeout,
-                        },
-                        notifier.clone(),
-                    )
-                } else {
-                    Scheduler::start(session, notifier.clone(), Some(connect))
-                };
-                Registry::fixed(vec![Database::new(
-                    upstream.database().to_string(),
-                    parameters,
-                    scheduler,
-                    notifier,
-                    None,
-                )])
-            }
-            None => {
-                Registry::embedded(EmbeddedOptions {
-                    storage: config.storage.clone(),
-                    relaxed_durability: config.relaxed_durability,
-                    max_prepared_statements: config.max_prepared_statements,
-                    auto_create: config.auto_create,
-                    idle_timeout: config.engine_idle_timeout,
-                    max_open: config.max_open_engines,
-                })
-                .await?
-            }
-        };
+                    UpstreamPool {
+                        size: config.pool_size,
+                        lifetime: config.server_lifetime,
+                        idle_timeout: config.server_idle_timeout,
+                    },
+                    config.max_prepared_statements,
+                )
+                .await?,
+            );
+        }
+        for (name, served) in &config.upstream_databases {
+            upstream_databases.push(
+                upstream_database(
+                    &served.upstream,
+                    name,
+                    served.pool,
+                    config.max_prepared_statements,
+                )
+                .await?,
+            );
+        }
+        // A gateway in front of one server (--upstream) serves only it.
+        let embedded = config.upstream.is_none().then(|| EmbeddedOptions {
+            storage: config.storage.clone(),
+            relaxed_durability: config.relaxed_durability,
+            max_prepared_statements: config.max_prepared_statements,
+            auto_create: config.auto_create,
+            idle_timeout: config.engine_idle_timeout,
+            max_open: config.max_open_engines,
+        });
+        let registry =
+            Registry::new(embedded, upstream_databases, &config.embedded_databases).await?;
         let tls = match config.client_tls {
             ClientTls::Off => None,
             ClientTls::On | ClientTls::Required => Some(client_tls_acceptor(&config)?),
         };
         let gateway = Arc::new(Gateway {
-            tls,
             connections: Arc::new(Semaphore::new(config.max_client_conn)),
-            config: Arc::new(config),
+            current: RwLock::new(Current {
+                config: Arc::new(config),
+                tls,
+            }),
             registry,
             cancels: CancelRegistry::new(),
         });
         Ok(Self { gateway, tcp, unix })
+    }
+
+    /// The running gateway, to reload its configuration.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.gateway.clone()
     }
 
     /// The TCP addresses actually bound (port 0 resolved).
@@ -169,6 +204,57 @@ impl Server {
         gateway.registry.close_all().await;
         Ok(())
     }
+}
+
+/// Database `name` served by the upstream server `upstream`: one session
+/// opened now (to fail early and learn the parameters), the others when the
+/// load needs them.
+async fn upstream_database(
+    upstream: &Upstream,
+    name: &str,
+    pool: UpstreamPool,
+    max_prepared_statements: usize,
+) -> Result<Database> {
+    let limit = max_prepared_statements;
+    let mut session = upstream.connect().await?;
+    session.statements = SessionStatements::with_limit(limit);
+    info!(
+        "serving database \"{name}\" from the upstream server's database \"{}\" with up to {} server sessions",
+        upstream.database(),
+        pool.size
+    );
+    let parameters = session.parameters.clone();
+    let connector = upstream.clone();
+    let connect: Connect = Arc::new(move || {
+        let upstream = connector.clone();
+        Box::pin(async move {
+            let mut session = upstream.connect().await?;
+            session.statements = SessionStatements::with_limit(limit);
+            Ok(session)
+        })
+    });
+    let notifier = Arc::new(Notifier::default());
+    let scheduler = if pool.size > 1 {
+        Scheduler::pooled(
+            session,
+            connect,
+            PoolLimits {
+                size: pool.size,
+                lifetime: pool.lifetime,
+                idle_timeout: pool.idle_timeout,
+            },
+            notifier.clone(),
+        )
+    } else {
+        Scheduler::start(session, notifier.clone(), Some(connect))
+    };
+    Ok(Database::new(
+        name.to_string(),
+        parameters,
+        scheduler,
+        notifier,
+        None,
+    ))
 }
 
 /// The acceptor for client TLS, with the configured certificate or one

@@ -5,6 +5,7 @@
 pub mod cancel;
 pub mod catalog;
 pub mod config;
+pub mod config_file;
 pub mod database;
 pub mod engine;
 pub mod frontend;

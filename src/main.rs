@@ -1,6 +1,6 @@
 //! The `pgshare` command line.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,14 +8,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use pgshare::config::{AuthMethod, Config, Secret, read_users_file};
+use pgshare::config_file::ConfigFile;
 use pgshare::engine::embedded::Storage;
 use pgshare::engine::upstream::Upstream;
 use pgshare::frontend::tls::ClientTls;
 use pgshare::gateway::Server;
 use pgshare::protocol::frame::DEFAULT_MAX_MESSAGE_LEN;
-use tracing::error;
+use std::sync::Arc;
+
+use pgshare::gateway::Gateway;
+use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -35,8 +40,13 @@ enum Command {
     Serve(ServeArgs),
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct ServeArgs {
+    /// Configuration file (TOML; see pgshare.example.toml). Flags and
+    /// PGSHARE_* variables override it. SIGHUP reloads it.
+    #[arg(long, env = "PGSHARE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
     /// TCP address to listen on; repeat the flag for several.
     #[arg(
         long,
@@ -287,6 +297,8 @@ impl ServeArgs {
             idle_in_transaction_timeout: seconds(self.idle_in_transaction_timeout),
             query_wait_timeout: seconds(self.query_wait_timeout),
             client_login_timeout: seconds(self.client_login_timeout),
+            upstream_databases: Vec::new(),
+            embedded_databases: Vec::new(),
         })
     }
 }
@@ -300,9 +312,30 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,wasmer=warn,wasmer_wasix=warn,pglite_oxide=warn".into()),
         )
         .init();
+    let matches = Cli::command().get_matches();
     let Cli {
         command: Command::Serve(args),
-    } = Cli::parse();
+    } = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    // Flags given on the command line or by environment variable win over
+    // the configuration file.
+    let explicit: HashSet<String> = matches
+        .subcommand_matches("serve")
+        .map(|serve| {
+            serve
+                .ids()
+                .filter(|id| {
+                    matches!(
+                        serve.value_source(id.as_str()),
+                        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                    )
+                })
+                .map(|id| id.as_str().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -315,7 +348,7 @@ fn main() -> ExitCode {
     };
     let result = runtime
         .context("could not start the runtime")
-        .and_then(|runtime| runtime.block_on(serve(args)));
+        .and_then(|runtime| runtime.block_on(serve(args, explicit)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -325,12 +358,55 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
-    let config = args.into_config()?;
+async fn serve(args: ServeArgs, explicit: HashSet<String>) -> Result<()> {
+    let config = load_config(&args, &explicit)?;
     let server = Server::start(config)
         .await
         .context("pgshare could not start")?;
+    tokio::spawn(reload_on_hangup(server.gateway(), args, explicit));
     server.run(shutdown_signal()).await
+}
+
+/// The configuration from the flags and, with --config, the file.
+fn load_config(args: &ServeArgs, explicit: &HashSet<String>) -> Result<Config> {
+    let mut config = args.clone().into_config()?;
+    if let Some(path) = &args.config {
+        ConfigFile::read(path)?.apply(&mut config, |name| explicit.contains(name))?;
+    }
+    Ok(config)
+}
+
+/// Reloads the configuration file on SIGHUP, for new connections.
+async fn reload_on_hangup(gateway: Arc<Gateway>, args: ServeArgs, explicit: HashSet<String>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let Some(path) = &args.config else {
+            info!("SIGHUP: there is no configuration file to reload (start with --config FILE)");
+            continue;
+        };
+        let reloaded = load_config(&args, &explicit).and_then(|config| gateway.reload(config));
+        match reloaded {
+            Ok(needs_restart) => {
+                info!(
+                    "reloaded {}: roles, passwords, authentication, timeouts and TLS apply to new connections",
+                    path.display()
+                );
+                for setting in needs_restart {
+                    warn!(
+                        "{setting} changed in {}, but only a restart of pgshare applies it; the old value stays",
+                        path.display()
+                    );
+                }
+            }
+            Err(err) => warn!(
+                "could not reload {}: {err:#}; the running configuration stays",
+                path.display()
+            ),
+        }
+    }
 }
 
 async fn shutdown_signal() {

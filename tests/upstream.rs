@@ -548,3 +548,51 @@ async fn sslmode_require_refuses_a_server_without_tls() {
         "{err:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_upstream_database_sits_beside_embedded_ones() {
+    let server = Postgres::start();
+    let mut config = test_config();
+    config.upstream_databases.push((
+        "reports".to_string(),
+        pgshare::config::UpstreamDatabase {
+            upstream: pgshare::engine::upstream::Upstream::parse(&server.url()).unwrap(),
+            pool: pgshare::config::UpstreamPool {
+                size: 2,
+                lifetime: None,
+                idle_timeout: None,
+            },
+        },
+    ));
+    let gateway = Gateway::start_with(config).await;
+    let reports = gateway
+        .try_connect(gateway.config_for("postgres", "reports"))
+        .await
+        .unwrap();
+    let version: String = reports
+        .query_one("SELECT version()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !version.contains("wasm"),
+        "the server serves reports: {version}"
+    );
+    let embedded = gateway.connect().await;
+    let version: String = embedded
+        .query_one("SELECT version()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        version.contains("wasm"),
+        "PGlite serves postgres: {version}"
+    );
+    // query_one's statement is closed by a message sent right before this.
+    let refused = embedded
+        .batch_execute("DROP DATABASE reports")
+        .await
+        .unwrap_err();
+    assert_eq!(support::sqlstate(&refused), "0A000");
+    gateway.stop().await;
+}

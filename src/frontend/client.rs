@@ -237,9 +237,9 @@ impl Client {
                     continue;
                 }
                 if self.ctx.registry.manages_databases()
-                    && let Some(command) = database_command(&self.pending)
+                    && let Some(command) = database_command(&self.pending[0])
                 {
-                    self.pending.clear();
+                    self.pending.pop_front();
                     let reply =
                         run_database_command(&self.ctx.registry, &self.ctx.database.name, command)
                             .await;
@@ -292,10 +292,10 @@ impl Client {
             };
             if self.to_engine.is_empty()
                 && self.unit.answered()
-                && let Some(command) = reset_command(&self.pending)
+                && let Some(command) = self.pending.front().and_then(|m| reset_command(m))
                 && (command == ResetCommand::DeallocateAll || engine.status() == b'I')
             {
-                self.pending.clear();
+                self.pending.pop_front();
                 let reply = reset_client(
                     engine,
                     command,
@@ -313,9 +313,9 @@ impl Client {
                 && self.unit.answered()
                 && engine.status() == b'I'
                 && self.ctx.registry.manages_databases()
-                && let Some(command) = database_command(&self.pending)
+                && let Some(command) = self.pending.front().and_then(|m| database_command(m))
             {
-                self.pending.clear();
+                self.pending.pop_front();
                 let reply =
                     run_database_command(&self.ctx.registry, &self.ctx.database.name, command)
                         .await;
@@ -662,6 +662,14 @@ impl Client {
         let mut last = None;
         while let Some(message) = self.pending.pop_front() {
             let tag = message[0];
+            let waits_for_answers =
+                last.is_some() || !self.unit.answered() || !self.to_engine.is_empty();
+            if tag == b'Q' && waits_for_answers && self.is_gateway_command(&message) {
+                // Carried out by the gateway once what precedes it is
+                // answered, if that leaves the engine idle.
+                self.pending.push_front(message);
+                break;
+            }
             if tag == b'X' {
                 self.client_done = true;
                 self.pending.clear();
@@ -689,6 +697,13 @@ impl Client {
             self.to_engine.extend_from_slice(FLUSH);
         }
         Ok(())
+    }
+
+    /// Whether the gateway carries out `message` itself when the engine is
+    /// idle: `DISCARD ALL`, `DEALLOCATE ALL`, `CREATE/DROP DATABASE`.
+    fn is_gateway_command(&self, message: &[u8]) -> bool {
+        reset_command(message).is_some()
+            || (self.ctx.registry.manages_databases() && database_command(message).is_some())
     }
 
     /// Notes what forwarding `message` may change in the client's session:

@@ -30,7 +30,7 @@ use super::transport::{ClientError, ClientStream, send_error};
 /// TLS handshake (PostgreSQL 17's `sslnegotiation=direct`) gets TLS first.
 pub async fn serve_tcp(stream: TcpStream, peer: String, gateway: Arc<Gateway>) {
     let mut connection = Connection::Plain(stream);
-    if let Some(acceptor) = &gateway.tls {
+    if let Some(acceptor) = &gateway.tls() {
         let direct = async {
             let Connection::Plain(plain) = &connection else {
                 return Ok(false);
@@ -43,7 +43,10 @@ pub async fn serve_tcp(stream: TcpStream, peer: String, gateway: Arc<Gateway>) {
             connection.upgrade(acceptor).await?;
             Ok::<_, io::Error>(true)
         };
-        let limit = gateway.config.client_login_timeout.unwrap_or(Duration::MAX);
+        let limit = gateway
+            .config()
+            .client_login_timeout
+            .unwrap_or(Duration::MAX);
         match tokio::time::timeout(limit, direct).await {
             Ok(Ok(false)) => {}
             Ok(Ok(true)) if connection.alpn() == Some(ALPN) => {}
@@ -77,7 +80,7 @@ pub async fn serve_connection<S: ClientStream>(
     tcp: bool,
 ) {
     let login = login(&mut stream, &gateway, tcp);
-    let login = match gateway.config.client_login_timeout {
+    let login = match gateway.config().client_login_timeout {
         Some(limit) => match tokio::time::timeout(limit, login).await {
             Ok(result) => result,
             Err(_) => Err(ClientError::Protocol(PgError::protocol_violation(
@@ -110,13 +113,14 @@ async fn login<S: ClientStream>(
     gateway: &Arc<Gateway>,
     tcp: bool,
 ) -> Result<Option<(ClientContext, BytesMut)>, ClientError> {
+    let config = gateway.config();
     let mut ssl_done = false;
     let mut gss_done = false;
     let message = loop {
         match read_startup_packet(stream).await? {
             StartupPacket::SslRequest if !ssl_done && !stream.is_tls() => {
                 ssl_done = true;
-                match (&gateway.tls, tcp) {
+                match (&gateway.tls(), tcp) {
                     (Some(acceptor), true) => {
                         stream.write_all(b"S").await?;
                         stream.flush().await?;
@@ -174,7 +178,7 @@ async fn login<S: ClientStream>(
         }
     };
 
-    if tcp && !stream.is_tls() && gateway.config.client_tls == ClientTls::Required {
+    if tcp && !stream.is_tls() && config.client_tls == ClientTls::Required {
         return Err(PgError::fatal(
             sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             format!(
@@ -188,7 +192,7 @@ async fn login<S: ClientStream>(
     }
     // The TLS host name picks the database when it names one under the SNI
     // domain, whatever the startup packet says.
-    let database_name = sni_database(stream.server_name(), gateway.config.sni_domain.as_deref())
+    let database_name = sni_database(stream.server_name(), config.sni_domain.as_deref())
         .unwrap_or(message.database())
         .to_string();
 
@@ -199,7 +203,7 @@ async fn login<S: ClientStream>(
         )
         .with_hint(format!(
             "the gateway allows {} clients at once (max_client_conn)",
-            gateway.config.max_client_conn
+            config.max_client_conn
         ))
         .into());
     };
@@ -215,7 +219,7 @@ async fn login<S: ClientStream>(
     }
 
     let mut buf = BytesMut::with_capacity(8192);
-    authenticate(stream, &mut buf, &gateway.config, message.user()).await?;
+    authenticate(stream, &mut buf, &config, message.user()).await?;
 
     let connected = gateway.registry.connect(&database_name).await?;
     let database = connected.database().clone();
@@ -233,7 +237,7 @@ async fn login<S: ClientStream>(
             database,
             connected,
             registry: gateway.registry.clone(),
-            config: gateway.config.clone(),
+            config,
             settings,
             settings_checked,
             _permit: permit,

@@ -23,7 +23,8 @@ use tokio_rustls::server::TlsStream;
 use tracing::info;
 
 /// What the gateway asks of clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ClientTls {
     /// Decline TLS; clients with `sslmode=prefer` continue in plaintext.
     Off,

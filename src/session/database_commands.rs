@@ -6,10 +6,6 @@
 //! as psql, Prisma and `createdb` do; their options (owner, template,
 //! encoding, ...) are accepted and have no effect.
 
-use std::collections::VecDeque;
-
-use bytes::BytesMut;
-
 use crate::protocol::frame::{self, Reader};
 use crate::sql::lexer::{Kind, Token, mentions_any, statements, tokenize};
 
@@ -29,13 +25,13 @@ impl DatabaseCommand {
     }
 }
 
-/// The database command that `pending` consists of, if it is exactly one
-/// simple query holding exactly one `CREATE DATABASE` or `DROP DATABASE`.
-pub fn database_command(pending: &VecDeque<BytesMut>) -> Option<DatabaseCommand> {
-    if pending.len() != 1 || pending[0][0] != b'Q' {
+/// The database command `message` is, if it is a simple query holding
+/// exactly one `CREATE DATABASE` or `DROP DATABASE`.
+pub fn database_command(message: &[u8]) -> Option<DatabaseCommand> {
+    if message[0] != b'Q' {
         return None;
     }
-    let sql = Reader::new(frame::body(&pending[0])).cstr().ok()?;
+    let sql = Reader::new(frame::body(message)).cstr().ok()?;
     if !mentions_any(sql, &["database"]) {
         return None;
     }
@@ -76,10 +72,10 @@ mod tests {
     use super::*;
     use crate::protocol::backend::push_message;
 
-    fn query(sql: &str) -> VecDeque<BytesMut> {
+    fn query(sql: &str) -> Vec<u8> {
         let mut out = Vec::new();
         push_message(&mut out, b'Q', format!("{sql}\0").as_bytes());
-        [BytesMut::from(&out[..])].into()
+        out
     }
 
     #[test]

@@ -6,10 +6,6 @@
 //! alone in a simple query (as drivers and poolers do), and answers with the
 //! command tag PostgreSQL would.
 
-use std::collections::VecDeque;
-
-use bytes::BytesMut;
-
 use crate::protocol::frame::{self, Reader};
 use crate::sql::lexer::{mentions_any, statements, tokenize};
 
@@ -29,13 +25,9 @@ impl ResetCommand {
     }
 }
 
-/// The reset command that `pending` consists of, if it is exactly one simple
-/// query holding exactly one `DISCARD ALL` or `DEALLOCATE [PREPARE] ALL`.
-pub fn reset_command(pending: &VecDeque<BytesMut>) -> Option<ResetCommand> {
-    if pending.len() != 1 {
-        return None;
-    }
-    let message = &pending[0];
+/// The reset command `message` is, if it is a simple query holding exactly
+/// one `DISCARD ALL` or `DEALLOCATE [PREPARE] ALL`.
+pub fn reset_command(message: &[u8]) -> Option<ResetCommand> {
     if message[0] != b'Q' {
         return None;
     }
@@ -65,10 +57,10 @@ mod tests {
     use super::*;
     use crate::protocol::backend::push_message;
 
-    fn query(sql: &str) -> VecDeque<BytesMut> {
+    fn query(sql: &str) -> Vec<u8> {
         let mut out = Vec::new();
         push_message(&mut out, b'Q', format!("{sql}\0").as_bytes());
-        [BytesMut::from(&out[..])].into()
+        out
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub fn test_config() -> Config {
         unix_dir: None,
         storage: Storage::Memory,
         upstream: None,
+        upstream_databases: Vec::new(),
+        embedded_databases: Vec::new(),
         pool_size: 1,
         server_lifetime: None,
         max_prepared_statements: 200,
