@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 #[command(
     name = "pgshare",
     version,
-    about = "A Postgres gateway: many clients share one embedded PGlite engine, each as if it had its own connection"
+    about = "A Postgres gateway: many clients share embedded PGlite engines or a pooled PostgreSQL server, each as if it had its own connection"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,8 +35,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the embedded PGlite database to Postgres clients (psql, pgbench,
-    /// drivers, ORMs, IDEs). Every flag can also be set by its PGSHARE_* variable.
+    /// Serve embedded PGlite databases (or a PostgreSQL server) to Postgres
+    /// clients: psql, pgbench, drivers, ORMs, IDEs. Every flag can also be
+    /// set by its PGSHARE_* variable or in the --config file.
     Serve(ServeArgs),
 }
 
@@ -71,13 +72,14 @@ struct ServeArgs {
     )]
     data: PathBuf,
 
-    /// Use a throwaway database that is deleted when pgshare stops (ignores --data).
+    /// Keep databases in memory, gone when pgshare stops (ignores --data).
     #[arg(long, env = "PGSHARE_MEMORY")]
     memory: bool,
 
     /// Serve this PostgreSQL server (postgres://user:password@host:port/db,
     /// or host=/socket/dir for a Unix socket) instead of the embedded engine;
-    /// clients reach it under its database name. One server session for now.
+    /// clients reach it under its database name, through --pool-size server
+    /// sessions.
     #[arg(
         long,
         env = "PGSHARE_UPSTREAM",
