@@ -4,10 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
@@ -31,6 +32,9 @@ pub struct Gateway {
     pub cancels: CancelRegistry,
     /// One permit per logged-in client, up to `max_client_conn`.
     pub connections: Arc<Semaphore>,
+    /// Set when the gateway shuts down: running units of work may finish
+    /// until this instant; then every client is disconnected with 57P01.
+    pub shutdown: watch::Sender<Option<Instant>>,
 }
 
 /// What a reload may replace.
@@ -157,6 +161,7 @@ impl Server {
             }),
             registry,
             cancels: CancelRegistry::new(),
+            shutdown: watch::Sender::new(None),
         });
         Ok(Self { gateway, tcp, unix })
     }
@@ -174,8 +179,12 @@ impl Server {
             .collect()
     }
 
-    /// Serves clients until `shutdown` completes, then closes the engine.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+    /// Serves clients until `shutdown` completes with a grace period, then
+    /// shuts down: no new connections; idle and waiting clients are
+    /// disconnected with 57P01 at once, running units of work may finish
+    /// within the grace period (then they are rolled back and their clients
+    /// disconnected with 57P01); finally every engine is flushed and closed.
+    pub async fn run(self, shutdown: impl Future<Output = Duration>) -> Result<()> {
         let Server { gateway, tcp, unix } = self;
         let mut accept_tasks = Vec::new();
         for listener in tcp {
@@ -193,15 +202,37 @@ impl Server {
             }
             None => None,
         };
-        shutdown.await;
-        info!("shutting down: no new connections; waiting for the running unit of work");
+        let grace = shutdown.await;
         for task in accept_tasks {
             task.abort();
         }
         if let Some(path) = socket_path {
             let _ = std::fs::remove_file(path);
         }
+        let connected = |gateway: &Gateway| {
+            gateway.config().max_client_conn - gateway.connections.available_permits()
+        };
+        info!(
+            "shutting down: no new connections; {} clients connected; running units of work may finish within {}s",
+            connected(&gateway),
+            grace.as_secs_f32()
+        );
+        let deadline = Instant::now() + grace;
+        gateway.shutdown.send_replace(Some(deadline));
+        // Clients leave at once or by the deadline; rolling back and
+        // cleaning up after them takes a moment more.
+        let give_up = deadline + Duration::from_secs(5);
+        while connected(&gateway) > 0 && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if connected(&gateway) > 0 {
+            warn!(
+                "{} clients were still connected after the grace period; closing the engines anyway",
+                connected(&gateway)
+            );
+        }
         gateway.registry.close_all().await;
+        info!("all engines closed; committed data is on disk");
         Ok(())
     }
 }

@@ -247,6 +247,18 @@ struct ServeArgs {
         default_value_t = 1
     )]
     threads: usize,
+
+    /// Seconds that running units of work (transactions, COPY) may take to
+    /// finish at SIGTERM before they are rolled back and their clients
+    /// disconnected with 57P01; idle clients go at once. SIGINT (Ctrl-C)
+    /// allows at most one second.
+    #[arg(
+        long,
+        env = "PGSHARE_SHUTDOWN_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 30
+    )]
+    shutdown_timeout: u64,
 }
 
 fn seconds(value: u64) -> Option<Duration> {
@@ -362,11 +374,12 @@ fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs, explicit: HashSet<String>) -> Result<()> {
     let config = load_config(&args, &explicit)?;
+    let grace = Duration::from_secs(args.shutdown_timeout);
     let server = Server::start(config)
         .await
         .context("pgshare could not start")?;
     tokio::spawn(reload_on_hangup(server.gateway(), args, explicit));
-    server.run(shutdown_signal()).await
+    server.run(shutdown_signal(grace)).await
 }
 
 /// The configuration from the flags and, with --config, the file.
@@ -411,14 +424,16 @@ async fn reload_on_hangup(gateway: Arc<Gateway>, args: ServeArgs, explicit: Hash
     }
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGTERM or SIGINT and returns how long running units of work
+/// may take to finish: `grace` for SIGTERM, at most a second for SIGINT
+/// (Ctrl-C).
+async fn shutdown_signal(grace: Duration) -> Duration {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => grace.min(Duration::from_secs(1)),
+        _ = term.recv() => grace,
     }
 }

@@ -11,10 +11,11 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::cancel::{CancelKey, CancelTarget};
@@ -64,6 +65,8 @@ pub struct ClientContext {
     pub connected: Connected,
     /// Every database, for `CREATE DATABASE` and `DROP DATABASE`.
     pub registry: Arc<Registry>,
+    /// Set when the gateway shuts down, to the end of the grace period.
+    pub shutdown: watch::Receiver<Option<Instant>>,
     pub config: Arc<Config>,
     /// The client's session settings as of login.
     pub settings: Arc<Settings>,
@@ -195,6 +198,29 @@ fn wait_timed_out() -> PgError {
     .with_hint("another client held the shared engine for longer than query_wait_timeout")
 }
 
+fn admin_shutdown() -> PgError {
+    PgError::fatal(
+        sqlstate::ADMIN_SHUTDOWN,
+        "terminating connection due to administrator command",
+    )
+    .with_hint("pgshare is shutting down")
+}
+
+/// Completes once the gateway shuts down.
+async fn shutting_down(shutdown: &mut watch::Receiver<Option<Instant>>) {
+    if shutdown.wait_for(Option::is_some).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Completes at `deadline`, or never without one.
+async fn wait_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn engine_unavailable() -> PgError {
     PgError::fatal(
         sqlstate::CONNECTION_FAILURE,
@@ -215,6 +241,9 @@ impl Client {
                         Some(notification) = self.inbox.recv() => {
                             write_client(stream, &notification).await?;
                         }
+                        _ = shutting_down(&mut self.ctx.shutdown) => {
+                            return Err(End::Fatal(admin_shutdown()));
+                        }
                     }
                     continue;
                 }
@@ -224,6 +253,10 @@ impl Client {
                 }
                 if self.pending[0][0] == b'X' {
                     return Ok(());
+                }
+                if self.ctx.shutdown.borrow().is_some() {
+                    // No new unit of work starts during shutdown.
+                    return Err(End::Fatal(admin_shutdown()));
                 }
                 if !self
                     .pending
@@ -404,6 +437,7 @@ impl Client {
             } else {
                 None
             };
+            let shutdown_deadline = *self.ctx.shutdown.borrow();
             tokio::select! {
                 read = stream.read_buf(&mut self.inbuf),
                     if !self.client_done && self.to_engine.len() < MAX_ENGINE_BACKLOG =>
@@ -443,6 +477,11 @@ impl Client {
                 sent = engine.output.write_buf(&mut self.to_engine), if !self.to_engine.is_empty() => {
                     sent.map_err(End::Engine)?;
                 }
+                _ = wait_until(shutdown_deadline) => {
+                    // The grace period is over: the unit is rolled back.
+                    return Err(End::Fatal(admin_shutdown()));
+                }
+                _ = shutting_down(&mut self.ctx.shutdown), if shutdown_deadline.is_none() => {}
                 _ = tokio::time::sleep(idle_limit.unwrap_or_default()), if idle_limit.is_some() => {
                     let message = if engine.status() == b'I' {
                         "terminating connection: it kept the shared engine reserved (temporary tables, advisory locks or held cursors) while idle"
@@ -523,6 +562,9 @@ impl Client {
                     if self.client_done {
                         return Ok(None);
                     }
+                }
+                _ = shutting_down(&mut self.ctx.shutdown) => {
+                    return Err(End::Fatal(admin_shutdown()));
                 }
             }
         }

@@ -237,6 +237,7 @@ async fn login<S: ClientStream>(
             database,
             connected,
             registry: gateway.registry.clone(),
+            shutdown: gateway.shutdown.subscribe(),
             config,
             settings,
             settings_checked,

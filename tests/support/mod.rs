@@ -80,6 +80,7 @@ impl Gateway {
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server.run(async {
             let _ = rx.await;
+            Duration::from_secs(5)
         }));
         Self {
             addr,
