@@ -125,8 +125,9 @@ struct ServeArgs {
     )]
     server_idle_timeout: u64,
 
-    /// Skip fsync in the engine: faster writes, but a crash of the machine (not
-    /// only of pgshare) can lose recent commits.
+    /// Acknowledge commits before the engine writes their log
+    /// (synchronous_commit = off): faster writes, but a killed or crashed
+    /// pgshare can lose its most recent commits.
     #[arg(long, env = "PGSHARE_RELAXED_DURABILITY")]
     relaxed_durability: bool,
 
