@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -44,7 +44,14 @@ pub enum UnitEvent {
     Done,
     /// The engine session failed.
     Failed(io::Error),
+    /// More than `MAX_QUEUED_ANSWER` bytes of the answer waited for the
+    /// client to read them; the rest is dropped.
+    Overflow,
 }
+
+/// Bytes of answers a pipelined unit may have waiting for its client: a
+/// client that does not read cannot make the gateway hold more.
+pub const MAX_QUEUED_ANSWER: usize = 32 << 20;
 
 /// Whole units of work to run back to back.
 pub struct PipelinedUnits {
@@ -57,6 +64,8 @@ pub struct PipelinedUnits {
     /// The client's process id, for the notifications its units send.
     pub client: i32,
     pub events: mpsc::UnboundedSender<UnitEvent>,
+    /// Bytes of `Output` events sent and not yet written to the client.
+    pub queued: Arc<AtomicUsize>,
     /// Set by whoever acts first: the driver when it writes the units to the
     /// engine, or the client when it withdraws them (cancel, wait timeout).
     pub taken: Arc<AtomicBool>,
@@ -201,6 +210,8 @@ struct InFlight {
     events: Option<mpsc::UnboundedSender<UnitEvent>>,
     /// Hides the answers to the messages the gateway added.
     replies: ReplyFilter,
+    /// See `PipelinedUnits::queued`.
+    queued: Arc<AtomicUsize>,
 }
 
 /// Opens a new engine session, for engines that can (an upstream server).
@@ -305,6 +316,7 @@ fn accept(
                     client: None,
                     events: None,
                     replies: ReplyFilter::default(),
+                    queued: Arc::default(),
                 });
                 engine.settings = units.settings.clone();
             }
@@ -324,6 +336,7 @@ fn accept(
                 client: Some(units.client),
                 events: Some(units.events),
                 replies,
+                queued: units.queued,
             });
         }
     }
@@ -472,7 +485,17 @@ async fn route(
         // A client that left only loses its own answer; a slow one has its
         // answer queued, so it never holds up the others.
         if let Some(events) = &unit.events {
-            let _ = events.send(UnitEvent::Output(output));
+            let queued = unit.queued.fetch_add(output.len(), Ordering::SeqCst) + output.len();
+            if queued > MAX_QUEUED_ANSWER {
+                warn!(
+                    client = unit.client,
+                    "a client did not read {queued} bytes of answers; disconnecting it and dropping the rest"
+                );
+                let _ = events.send(UnitEvent::Overflow);
+                unit.events = None;
+            } else {
+                let _ = events.send(UnitEvent::Output(output));
+            }
         }
         if unit.ready_left > 0 {
             return Ok(());

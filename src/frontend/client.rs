@@ -10,8 +10,8 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,6 +50,9 @@ const ENGINE_BOUNDARIES: &[u8] = b"QSHdcf";
 const UNIT_BOUNDARIES: &[u8] = b"QSHFXdcf";
 /// A `Flush` message.
 const FLUSH: &[u8] = b"H\0\0\0\x04";
+/// How long a last error may take to reach a departing client that does not
+/// read.
+const FAREWELL_WAIT: Duration = Duration::from_secs(5);
 /// Stop reading a client while this much of its input waits for the engine.
 const MAX_ENGINE_BACKLOG: usize = 1 << 20;
 /// Stop reading a client waiting for the lease once this many messages queue.
@@ -162,10 +165,13 @@ pub async fn serve<S: ClientStream>(stream: &mut S, inbuf: BytesMut, ctx: Client
     let id = client.ctx.key.process_id;
     match &end {
         End::Left => {}
+        End::ClientIo(err) if err.kind() == io::ErrorKind::TimedOut => {
+            warn!(client = id, "disconnecting client: {err}");
+        }
         End::ClientIo(err) => debug!(client = id, "client connection failed: {err}"),
         End::Fatal(err) => {
             warn!(client = id, "disconnecting client: {err}");
-            let _ = send_error(stream, err).await;
+            let _ = tokio::time::timeout(FAREWELL_WAIT, send_error(stream, err)).await;
         }
         End::Engine(err) => {
             error!(
@@ -173,7 +179,8 @@ pub async fn serve<S: ClientStream>(stream: &mut S, inbuf: BytesMut, ctx: Client
                 "the engine session failed: {err}; clients of database \"{}\" get errors until pgshare is restarted",
                 client.ctx.database.name
             );
-            let _ = send_error(stream, &engine_unavailable()).await;
+            let _ = tokio::time::timeout(FAREWELL_WAIT, send_error(stream, &engine_unavailable()))
+                .await;
             if let Some(lease) = client.lease.as_mut() {
                 lease.session = None;
             }
@@ -470,8 +477,8 @@ impl Client {
                         // done only once notifications are routed so.
                         self.held_output = Some(output);
                     } else if !output.is_empty() {
-                        stream.write_all(&output).await.map_err(End::ClientIo)?;
-                        stream.flush().await.map_err(End::ClientIo)?;
+                        let limit = self.ctx.config.idle_in_transaction_timeout;
+                        write_client_within(stream, &output, limit).await?;
                     }
                 }
                 sent = engine.output.write_buf(&mut self.to_engine), if !self.to_engine.is_empty() => {
@@ -601,12 +608,14 @@ impl Client {
         }
         let (events, mut received) = mpsc::unbounded_channel();
         let taken = Arc::new(AtomicBool::new(false));
+        let queued = Arc::new(AtomicUsize::new(0));
         self.ctx.database.scheduler.submit(PipelinedUnits {
             messages,
             ready_count,
             settings: self.settings.clone(),
             client: self.ctx.key.process_id,
             events,
+            queued: queued.clone(),
             taken: taken.clone(),
         });
         let limit = self.ctx.config.query_wait_timeout;
@@ -639,7 +648,11 @@ impl Client {
         };
         loop {
             match event {
-                Some(UnitEvent::Output(output)) => write_client(stream, &output).await?,
+                Some(UnitEvent::Output(output)) => {
+                    write_client(stream, &output).await?;
+                    queued.fetch_sub(output.len(), Ordering::SeqCst);
+                }
+                Some(UnitEvent::Overflow) => return Err(End::ClientIo(not_reading())),
                 Some(UnitEvent::NotPrepared(name, engine)) => self.names.forget(&name, &engine),
                 Some(UnitEvent::Done) => return Ok(()),
                 Some(UnitEvent::Failed(err)) => return Err(End::Engine(err)),
@@ -947,6 +960,29 @@ fn take_input(
         pending.push_back(message);
     }
     Ok(())
+}
+
+/// Writes engine output to a client that holds the engine: one that does
+/// not read it within `limit` is disconnected, so that it cannot hold the
+/// engine for everyone else.
+async fn write_client_within<S: ClientStream>(
+    stream: &mut S,
+    bytes: &[u8],
+    limit: Option<Duration>,
+) -> Result<(), End> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, write_client(stream, bytes))
+            .await
+            .unwrap_or_else(|_| Err(End::ClientIo(not_reading()))),
+        None => write_client(stream, bytes).await,
+    }
+}
+
+fn not_reading() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the client did not read the answers it asked for",
+    )
 }
 
 async fn write_client<S: ClientStream>(stream: &mut S, bytes: &[u8]) -> Result<(), End> {
