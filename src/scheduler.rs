@@ -37,9 +37,9 @@ use crate::session::settings::Settings;
 pub enum UnitEvent {
     /// Engine output for the unit.
     Output(BytesMut),
-    /// The client's statement (its name, and the engine's) was not prepared
-    /// after all: its `Parse` failed.
-    NotPrepared(Vec<u8>, Vec<u8>),
+    /// A message of the unit failed or was skipped: the client's names
+    /// must say so.
+    Undone(Undone),
     /// The unit's last `ReadyForQuery` was delivered.
     Done,
     /// The engine session failed.
@@ -474,9 +474,9 @@ async fn route(
         for undone in unit.replies.take_undone() {
             match undone {
                 Undone::NotPrepared(name) => engine.statements.remove(&name),
-                Undone::ClientForgets { name, engine } => {
+                client_side => {
                     if let Some(events) = &unit.events {
-                        let _ = events.send(UnitEvent::NotPrepared(name, engine));
+                        let _ = events.send(UnitEvent::Undone(client_side));
                     }
                 }
             }

@@ -653,7 +653,7 @@ impl Client {
                     queued.fetch_sub(output.len(), Ordering::SeqCst);
                 }
                 Some(UnitEvent::Overflow) => return Err(End::ClientIo(not_reading())),
-                Some(UnitEvent::NotPrepared(name, engine)) => self.names.forget(&name, &engine),
+                Some(UnitEvent::Undone(undone)) => self.names.undo(undone),
                 Some(UnitEvent::Done) => return Ok(()),
                 Some(UnitEvent::Failed(err)) => return Err(End::Engine(err)),
                 None => {
@@ -920,7 +920,7 @@ fn apply_undone(undone: Vec<Undone>, engine: &mut EngineSession, names: &mut Nam
     for undone in undone {
         match undone {
             Undone::NotPrepared(name) => engine.statements.remove(&name),
-            Undone::ClientForgets { name, engine } => names.forget(&name, &engine),
+            client_side => names.undo(client_side),
         }
     }
 }

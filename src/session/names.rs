@@ -36,6 +36,7 @@ use crate::sql::lexer::{Kind, Token, mentions_any, statements, tokenize};
 
 use super::cleanup::query;
 use super::pipeline::is_self_contained;
+use super::replies::Undone;
 use super::settings::may_change_settings;
 
 /// PostgreSQL compares statement and portal names on their first 63 bytes.
@@ -88,10 +89,18 @@ pub struct Planned {
     /// It removes every statement of the session (`DEALLOCATE ALL`, `DISCARD
     /// ALL` inside a longer query).
     pub removes_all: bool,
+    /// What did not happen when the message fails (a simple `Query` that is
+    /// one `PREPARE`).
+    pub undone_on_error: Vec<Undone>,
 }
 
+/// A client's statement that a `Close` removed, kept to restore it if the
+/// `Close` did not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forgotten(ClientStatement);
+
 /// What the gateway knows of one of a client's statements.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct ClientStatement {
     engine: Vec<u8>,
     recreate: Recreate,
@@ -121,6 +130,11 @@ struct SqlEffects {
     creates: Vec<Vec<u8>>,
     removes: Vec<Vec<u8>>,
     removes_all: bool,
+    /// The statements `PREPARE` makes, by the client's name and the
+    /// engine's.
+    prepared: Vec<(Vec<u8>, Vec<u8>)>,
+    /// How many statements the SQL holds.
+    statement_count: usize,
 }
 
 /// One client's names.
@@ -199,13 +213,26 @@ impl Namespace {
 
     /// Forgets the client's statement `name` if it is still `engine`: its
     /// `Parse` failed or was skipped.
-    pub fn forget(&mut self, name: &[u8], engine: &[u8]) {
+    fn forget(&mut self, name: &[u8], engine: &[u8]) {
         if self
             .statements
             .get(name)
             .is_some_and(|statement| statement.engine == engine)
         {
             self.statements.remove(name);
+        }
+    }
+
+    /// Corrects the client's names for a message that failed or was
+    /// skipped; what concerns only the session is left to the caller.
+    pub fn undo(&mut self, undone: Undone) {
+        match undone {
+            Undone::ClientForgets { name, engine } => self.forget(&name, &engine),
+            // Unless the name was used again since.
+            Undone::ClientKeeps { name, statement } => {
+                self.statements.entry(name).or_insert(statement.0);
+            }
+            Undone::NotPrepared(_) => {}
         }
     }
 
@@ -239,7 +266,9 @@ impl Namespace {
         let tokens = tokenize(sql)?;
         let mut replacements = Vec::new();
         let mut effects = SqlEffects::default();
-        for statement in statements(&tokens) {
+        let all = statements(&tokens);
+        effects.statement_count = all.len();
+        for statement in all {
             let first = statement[0];
             let resets_all = (first.is_word(sql, "deallocate") || first.is_word(sql, "discard"))
                 && statement.last().is_some_and(|t| t.is_word(sql, "all"));
@@ -293,6 +322,7 @@ impl Namespace {
                             &sql[t.start..statement[statement.len() - 1].end]
                         });
                     let prepare = replaced(sql, statement, token, &quote_identifier(&engine));
+                    effects.prepared.push((name.clone(), engine.clone()));
                     self.statements.insert(
                         name,
                         ClientStatement {
@@ -343,6 +373,19 @@ impl Namespace {
                     planned.message = message;
                     return Ok(planned);
                 };
+                if effects.statement_count == 1 {
+                    // An error can only be the PREPARE's own: then there is
+                    // no such statement, on the session or for the client.
+                    for (name, engine) in &effects.prepared {
+                        planned
+                            .undone_on_error
+                            .push(Undone::NotPrepared(engine.clone()));
+                        planned.undone_on_error.push(Undone::ClientForgets {
+                            name: name.clone(),
+                            engine: engine.clone(),
+                        });
+                    }
+                }
                 planned.take_effects(effects);
                 push_cstr(&mut out, &sql);
             }
@@ -426,7 +469,15 @@ impl Namespace {
                     planned.needs.extend(self.need(name));
                     self.statement_name(name)
                 } else {
-                    match self.statements.remove(name) {
+                    let removed = self.statements.remove(name);
+                    if let Some(statement) = &removed {
+                        // Skipped after an error, the Close leaves it.
+                        planned.undone_on_error.push(Undone::ClientKeeps {
+                            name: name.to_vec(),
+                            statement: Forgotten(statement.clone()),
+                        });
+                    }
+                    match removed {
                         Some(statement) if statement.is_shared() => NO_STATEMENT.to_vec(),
                         Some(statement) => {
                             planned.removes.push(statement.engine.clone());
@@ -693,6 +744,26 @@ mod tests {
             again.shared_parse.is_some(),
             "a new statement, not a duplicate"
         );
+    }
+
+    #[test]
+    fn a_prepare_that_fails_alone_is_undone_and_a_skipped_close_kept() {
+        let mut names = Namespace::new(2);
+        let failing = names
+            .plan(message(b'Q', b"PREPARE p AS SELEC 1\0"))
+            .unwrap();
+        for undone in failing.undone_on_error {
+            names.undo(undone);
+        }
+        let again = names
+            .plan(message(b'Q', b"PREPARE p AS SELECT 1\0"))
+            .unwrap();
+        assert_eq!(again.creates, vec![b"pgs2v2_p".to_vec()], "a new statement");
+        let close = names.plan(message(b'C', b"Sp\0")).unwrap();
+        for undone in close.undone_on_error {
+            names.undo(undone);
+        }
+        assert_eq!(names.statement_name(b"p"), b"pgs2v2_p".to_vec());
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub fn place(
         statements.touch(name);
     }
     out.extend_from_slice(&planned.message);
-    replies.sent(tag, Answer::Pass, Vec::new());
+    replies.sent(tag, Answer::Pass, planned.undone_on_error);
 }
 
 /// Prepares a statement the session lacks before a message of type `tag`

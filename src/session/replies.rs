@@ -16,6 +16,8 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
+use super::names::Forgotten;
+
 /// What becomes of the answer to one `Parse` or `Close`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
@@ -34,6 +36,9 @@ pub enum Undone {
     NotPrepared(Vec<u8>),
     /// The client's statement `name` does not exist after all.
     ClientForgets { name: Vec<u8>, engine: Vec<u8> },
+    /// The client's statement `name` exists after all: its `Close` did not
+    /// run.
+    ClientKeeps { name: Vec<u8>, statement: Forgotten },
 }
 
 #[derive(Debug)]
@@ -50,6 +55,8 @@ pub struct ReplyFilter {
     /// Groups made only of the gateway's messages, whose answers are all
     /// dropped, with what an error in them undoes.
     hidden: VecDeque<(u64, Vec<Undone>)>,
+    /// The client's groups whose failure undoes something.
+    failing: VecDeque<(u64, Vec<Undone>)>,
     undone: Vec<Undone>,
     /// Group of the next message sent; a `Sync`, `Query` or `FunctionCall`
     /// ends a group.
@@ -70,6 +77,8 @@ impl ReplyFilter {
                 answer,
                 undone,
             });
+        } else if !undone.is_empty() {
+            self.failing.push_back((self.sent_group, undone));
         }
         if matches!(tag, b'S' | b'Q' | b'F') {
             self.sent_group += 1;
@@ -106,7 +115,7 @@ impl ReplyFilter {
     /// Drops the gateway's answers from a chunk of whole engine messages;
     /// `kept` sees the tag of each message that stays.
     pub fn filter(&mut self, output: BytesMut, mut kept_tag: impl FnMut(u8)) -> BytesMut {
-        if self.expected.is_empty() && self.hidden.is_empty() {
+        if self.expected.is_empty() && self.hidden.is_empty() && self.failing.is_empty() {
             for message in messages(&output) {
                 if message[0] == b'Z' {
                     self.answered_group += 1;
@@ -141,9 +150,18 @@ impl ReplyFilter {
                     }
                     Some(Answer::Pass) | None => {}
                 },
-                b'E' => self.skip_rest_of_group(),
+                b'E' => {
+                    self.skip_rest_of_group();
+                    if let Some((_, undone)) = self.failing_group() {
+                        let mut failed = std::mem::take(undone);
+                        self.undone.append(&mut failed);
+                    }
+                }
                 b'Z' => {
                     self.skip_rest_of_group();
+                    if self.failing_group().is_some() {
+                        self.failing.pop_front();
+                    }
                     self.answered_group += 1;
                 }
                 _ => {}
@@ -154,17 +172,34 @@ impl ReplyFilter {
         kept
     }
 
+    /// The group being answered, when its failure undoes something.
+    fn failing_group(&mut self) -> Option<&mut (u64, Vec<Undone>)> {
+        let group = self.answered_group;
+        self.failing
+            .front_mut()
+            .filter(|(failing, _)| *failing == group)
+    }
+
     /// The failed message and everything after it in the group did not run.
+    /// Their effects are undone last first, as a `Close` skipped after its
+    /// own skipped `Parse` must leave nothing behind.
     fn skip_rest_of_group(&mut self) {
+        let mut skipped = Vec::new();
         while self
             .expected
             .front()
             .is_some_and(|expected| expected.group == self.answered_group)
         {
-            if let Some(mut expected) = self.expected.pop_front() {
-                self.undone.append(&mut expected.undone);
+            if let Some(expected) = self.expected.pop_front() {
+                skipped.push(expected.undone);
             }
         }
+        self.undone.extend(
+            skipped
+                .into_iter()
+                .rev()
+                .flat_map(|undone| undone.into_iter().rev()),
+        );
     }
 }
 
@@ -233,6 +268,30 @@ mod tests {
         let kept = replies.filter(chunk(b"EZ12Z"), |_| {});
         assert_eq!(tags(&kept), b"EZ2Z");
         assert_eq!(replies.take_undone(), not_prepared("first"));
+    }
+
+    #[test]
+    fn skipped_messages_are_undone_last_first() {
+        let mut replies = ReplyFilter::default();
+        replies.sent(b'D', Answer::Pass, vec![]);
+        replies.sent(b'P', Answer::Pass, not_prepared("parsed"));
+        replies.sent(b'C', Answer::Pass, not_prepared("closed"));
+        replies.sent(b'S', Answer::Pass, vec![]);
+        // The Describe fails: the Parse and the Close after it never ran.
+        replies.filter(chunk(b"EZ"), |_| {});
+        let mut expected = not_prepared("closed");
+        expected.extend(not_prepared("parsed"));
+        assert_eq!(replies.take_undone(), expected);
+    }
+
+    #[test]
+    fn a_failed_query_undoes_what_it_would_have_made() {
+        let mut replies = ReplyFilter::default();
+        replies.sent(b'Q', Answer::Pass, not_prepared("p"));
+        replies.sent(b'Q', Answer::Pass, not_prepared("q"));
+        let kept = replies.filter(chunk(b"EZCZ"), |_| {});
+        assert_eq!(tags(&kept), b"EZCZ");
+        assert_eq!(replies.take_undone(), not_prepared("p"));
     }
 
     #[test]
