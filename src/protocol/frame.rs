@@ -10,6 +10,10 @@ use super::error::PgError;
 /// own limit for most messages is 1 GB; COPY rows and big parameters need room).
 pub const DEFAULT_MAX_MESSAGE_LEN: usize = 64 * 1024 * 1024;
 
+/// The most room reserved ahead of the bytes of a message that has not
+/// arrived yet.
+const READ_AHEAD: usize = 1 << 20;
+
 /// Returns the next whole tagged message (tag, length and body) from the front
 /// of `buf`, or `None` when more bytes are needed.
 pub fn split_message(buf: &mut BytesMut, max_len: usize) -> Result<Option<BytesMut>, PgError> {
@@ -25,7 +29,9 @@ pub fn split_message(buf: &mut BytesMut, max_len: usize) -> Result<Option<BytesM
     }
     let total = len as usize + 1;
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        // Room grows with the bytes that actually arrive: a length header
+        // alone must not make the gateway allocate what it claims.
+        buf.reserve((total - buf.len()).min(READ_AHEAD));
         return Ok(None);
     }
     Ok(Some(buf.split_to(total)))
@@ -120,6 +126,14 @@ mod tests {
         let err = split_message(&mut buf, 1024).unwrap_err();
         assert_eq!(err.code, "08P01");
         assert!(buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn an_allowed_length_reserves_only_as_much_as_arrives() {
+        // 60 MiB announced, 5 bytes sent.
+        let mut buf = BytesMut::from(&b"d\x03\xc0\0\0"[..]);
+        assert!(split_message(&mut buf, 64 << 20).unwrap().is_none());
+        assert!(buf.capacity() <= 2 << 20, "reserved {}", buf.capacity());
     }
 
     #[test]
