@@ -492,6 +492,34 @@ async fn a_silent_connection_is_closed_after_client_login_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_trickling_its_login_is_closed_after_client_login_timeout() {
+    let mut config = test_config();
+    config.client_login_timeout = Some(Duration::from_millis(800));
+    let gateway = Gateway::start_with(config).await;
+    let mut socket = raw_connect(&gateway).await;
+    let started = Instant::now();
+    // A valid startup packet, one byte every 100 ms: never finished in time.
+    let packet = b"\0\0\0\x29\0\x03\0\0user\0postgres\0database\0postgres\0\0";
+    for byte in packet {
+        if socket.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+    }
+    let error = read_error(&mut socket).await;
+    assert_eq!(error_field(&error, b'C').as_deref(), Some("08P01"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "dropped after {:?}",
+        started.elapsed()
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_request_with_a_wrong_key_is_closed_without_an_answer() {
     let gateway = Gateway::start().await;
     let (_target, welcome) = logged_in(&gateway).await;
