@@ -5,12 +5,13 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use pgshare::config::AuthMethod;
 use pgshare::config_file::ConfigFile;
 use pgshare::frontend::tls::ClientTls;
+use support::process::{Pgshare, free_port};
 use support::{sqlstate, test_config};
 
 #[test]
@@ -62,24 +63,6 @@ fn flags_given_explicitly_win_over_the_file_and_unknown_keys_are_refused() {
     assert!(format!("{err:#}").contains("max_clients"), "{err:#}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `pgshare serve` process, stopped when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn write_config(path: &Path, port: u16, alice_password: &str, auto_create: bool) {
     std::fs::write(
         path,
@@ -93,38 +76,22 @@ fn write_config(path: &Path, port: u16, alice_password: &str, auto_create: bool)
 }
 
 async fn connect(
-    port: u16,
+    pgshare: &Pgshare,
     password: &str,
     database: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port)
-        .user("alice")
-        .password(password)
-        .dbname(database)
-        .connect(tokio_postgres::NoTls)
-        .await?;
-    tokio::spawn(connection);
-    Ok(client)
+    Ok(pgshare.connect_as("alice", password, database).await?.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_gateway_reloads_its_file_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pgshare.toml");
-    let (file_port, port) = (free_port(), free_port());
-    write_config(&path, file_port, "first-password", false);
-    // --listen on the command line wins over the file's address.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pgshare"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pgshare");
-    let stderr = child.stderr.take().unwrap();
-    let process = Process(child);
+    write_config(&path, free_port(), "first-password", false);
+    // The --listen that Pgshare gives wins over the file's address.
+    let mut pgshare = Pgshare::start(&["--config", path.to_str().unwrap()], Stdio::piped()).await;
+    let port = pgshare.port;
+    let stderr = pgshare.child.stderr.take().unwrap();
     let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -142,9 +109,13 @@ async fn a_running_gateway_reloads_its_file_on_sighup() {
         panic!("pgshare never logged {needle:?}");
     };
     wait_for(&format!("listening on 127.0.0.1:{port}"));
-    let client = connect(port, "first-password", "configured").await.unwrap();
+    let client = connect(&pgshare, "first-password", "configured")
+        .await
+        .unwrap();
     client.batch_execute("SELECT 1").await.unwrap();
-    let unknown = connect(port, "first-password", "other").await.unwrap_err();
+    let unknown = connect(&pgshare, "first-password", "other")
+        .await
+        .unwrap_err();
     assert_eq!(
         sqlstate(&unknown),
         "3D000",
@@ -153,30 +124,24 @@ async fn a_running_gateway_reloads_its_file_on_sighup() {
 
     // The file's listen address changes too, but --listen decides it.
     write_config(&path, free_port(), "second-password", true);
-    let pid = process.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    pgshare.signal("HUP");
     wait_for("reloaded");
     let restart = wait_for("restart");
     assert!(restart.contains("auto_create changed"), "{restart}");
-    let refused = connect(port, "first-password", "configured")
+    let refused = connect(&pgshare, "first-password", "configured")
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&refused), "28P01");
-    let client = connect(port, "second-password", "configured")
+    let client = connect(&pgshare, "second-password", "configured")
         .await
         .unwrap();
     client.batch_execute("SELECT 1").await.unwrap();
-    let still = connect(port, "second-password", "other").await.unwrap_err();
+    let still = connect(&pgshare, "second-password", "other")
+        .await
+        .unwrap_err();
     assert_eq!(
         sqlstate(&still),
         "3D000",
         "auto_create keeps its value until a restart"
     );
-    drop(process);
 }

@@ -3,67 +3,18 @@
 //! is killed mid-load and restarted on the same data directory, and every
 //! ledger entry is there and the data is consistent.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::process::Pgshare;
 
-/// `pgshare serve` on `data`, killed when dropped.
-struct Gateway(Child);
-
-impl Gateway {
-    async fn start(data: &Path, port: u16) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_pgshare"))
-            .args([
-                "serve",
-                "--ssl",
-                "off",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .arg("--data")
-            .arg(data)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pgshare");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while connect(port).await.is_err() {
-            assert!(Instant::now() < deadline, "pgshare did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Gateway(child)
-    }
-
-    fn kill_hard(&mut self) {
-        // SIGKILL: no shutdown, no flush beyond what each commit did.
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn connect(port: u16) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
-        tokio_postgres::NoTls,
-    )
-    .await?;
-    tokio::spawn(connection);
-    Ok(client)
+async fn start(data: &Path) -> Pgshare {
+    let data = data.to_str().unwrap();
+    Pgshare::start(&["--ssl", "off", "--data", data], Stdio::null()).await
 }
 
 const ACCOUNTS: i64 = 10;
@@ -72,9 +23,9 @@ const BALANCE: i64 = 1000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_commit_survives_kill_9() {
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut gateway = Gateway::start(data.path(), port).await;
-    let setup = connect(port).await.unwrap();
+    let mut gateway = start(data.path()).await;
+    let port = gateway.port;
+    let (setup, _) = gateway.connect().await;
     setup
         .batch_execute(&format!(
             "CREATE TABLE ledger(id bigint PRIMARY KEY, writer int); \
@@ -92,9 +43,13 @@ async fn every_acknowledged_commit_survives_kill_9() {
     for writer in 0..4i64 {
         let acknowledged = acknowledged.clone();
         writers.push(tokio::spawn(async move {
-            let Ok(client) = connect(port).await else {
+            let url = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+            let Ok((client, connection)) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+            else {
                 return;
             };
+            tokio::spawn(connection);
             for n in 0.. {
                 let id = writer * 1_000_000 + n;
                 let done = if n % 2 == 0 {
@@ -136,8 +91,8 @@ async fn every_acknowledged_commit_survives_kill_9() {
         acknowledged.len()
     );
 
-    let _gateway = Gateway::start(data.path(), port).await;
-    let client = connect(port).await.unwrap();
+    let gateway = start(data.path()).await;
+    let (client, _) = gateway.connect().await;
     let present: Vec<i64> = client
         .query("SELECT id FROM ledger", &[])
         .await

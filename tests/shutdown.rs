@@ -3,106 +3,30 @@
 //! once with 57P01; SIGINT does the same within a second; whatever is still
 //! open then is rolled back, and committed data is on disk.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use support::process::Pgshare;
 use tokio::task::JoinHandle;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Gateway {
-    child: Child,
-    port: u16,
-}
-
-impl Gateway {
-    async fn start(data: &Path, shutdown_timeout: u64) -> Self {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_pgshare"))
-            .args([
-                "serve",
-                "--ssl",
-                "off",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .args(["--shutdown-timeout", &shutdown_timeout.to_string()])
-            .arg("--data")
-            .arg(data)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pgshare");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "pgshare did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Gateway { child, port }
-    }
-
-    /// A client, and its connection task, which ends with the error that
-    /// closed it.
-    async fn connect(
-        &self,
-    ) -> (
-        tokio_postgres::Client,
-        JoinHandle<Result<(), tokio_postgres::Error>>,
-    ) {
-        let (client, connection) = tokio_postgres::connect(
-            &format!(
-                "host=127.0.0.1 port={} user=postgres dbname=postgres",
-                self.port
-            ),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .expect("connect");
-        (client, tokio::spawn(connection))
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-s", name, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-
-    /// Waits for the process to exit by itself; returns how long it took.
-    async fn exited(mut self) -> Duration {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "pgshare exited with {status}");
-                return start.elapsed();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "pgshare did not exit"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn start(data: &Path, shutdown_timeout: u64) -> Pgshare {
+    let timeout = shutdown_timeout.to_string();
+    let data = data.to_str().unwrap();
+    Pgshare::start(
+        &[
+            "--ssl",
+            "off",
+            "--shutdown-timeout",
+            &timeout,
+            "--data",
+            data,
+        ],
+        Stdio::null(),
+    )
+    .await
 }
 
 /// The SQLSTATE that closed a connection.
@@ -120,7 +44,7 @@ async fn closed_with(connection: JoinHandle<Result<(), tokio_postgres::Error>>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_running_unit_finish_and_disconnects_idle_clients() {
     let data = tempfile::tempdir().unwrap();
-    let gateway = Gateway::start(data.path(), 10).await;
+    let gateway = start(data.path(), 10).await;
     let (setup, _) = gateway.connect().await;
     setup.batch_execute("CREATE TABLE t(x text)").await.unwrap();
     let (idle, idle_connection) = gateway.connect().await;
@@ -144,7 +68,7 @@ async fn sigterm_lets_the_running_unit_finish_and_disconnects_idle_clients() {
         .expect("the unit that was running finished");
     gateway.exited().await;
 
-    let gateway = Gateway::start(data.path(), 10).await;
+    let gateway = start(data.path(), 10).await;
     let (client, _) = gateway.connect().await;
     let rows = client.query("SELECT x FROM t", &[]).await.unwrap();
     assert_eq!(rows.len(), 1);
@@ -154,7 +78,7 @@ async fn sigterm_lets_the_running_unit_finish_and_disconnects_idle_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_rolls_back_an_open_transaction_within_a_second() {
     let data = tempfile::tempdir().unwrap();
-    let gateway = Gateway::start(data.path(), 60).await;
+    let gateway = start(data.path(), 60).await;
     let (setup, _) = gateway.connect().await;
     setup.batch_execute("CREATE TABLE t(x text)").await.unwrap();
     drop(setup);
@@ -170,7 +94,7 @@ async fn sigint_rolls_back_an_open_transaction_within_a_second() {
         "SIGINT does not wait 60s: {took:?}"
     );
 
-    let gateway = Gateway::start(data.path(), 10).await;
+    let gateway = start(data.path(), 10).await;
     let (client, _) = gateway.connect().await;
     let rows = client.query("SELECT x FROM t", &[]).await.unwrap();
     assert!(rows.is_empty(), "the open transaction was rolled back");
