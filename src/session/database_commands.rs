@@ -7,7 +7,7 @@
 //! encoding, ...) are accepted and have no effect.
 
 use crate::protocol::frame::{self, Reader};
-use crate::sql::lexer::{Kind, Token, mentions_any, statements, tokenize};
+use crate::sql::lexer::{mentions_any, statements, tokenize};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseCommand {
@@ -44,27 +44,17 @@ pub fn database_command(message: &[u8]) -> Option<DatabaseCommand> {
         return None;
     }
     if word(0, "create") {
-        return Some(DatabaseCommand::Create(name(sql, statement.get(2)?)?));
+        return Some(DatabaseCommand::Create(statement.get(2)?.identifier(sql)?));
     }
     if word(0, "drop") {
         let if_exists = word(2, "if") && word(3, "exists");
         let at = if if_exists { 4 } else { 2 };
         return Some(DatabaseCommand::Drop {
-            name: name(sql, statement.get(at)?)?,
+            name: statement.get(at)?.identifier(sql)?,
             if_exists,
         });
     }
     None
-}
-
-/// The name an identifier token stands for: unquoted ones fold to lower case.
-fn name(sql: &[u8], token: &Token) -> Option<String> {
-    let text = std::str::from_utf8(token.text(sql)).ok()?;
-    match token.kind {
-        Kind::Word => Some(text.to_lowercase()),
-        Kind::QuotedIdent => Some(text[1..text.len() - 1].replace("\"\"", "\"")),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

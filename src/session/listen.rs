@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::engine::EngineSession;
 use crate::protocol::backend::push_message;
 use crate::protocol::frame::{self, Reader};
-use crate::sql::lexer::{Kind, mentions_any, statements, tokenize};
+use crate::sql::lexer::{mentions_any, statements, tokenize};
 
 use super::cleanup::query;
 
@@ -242,14 +242,9 @@ fn named_channels(sql: &[u8], verb: &str) -> Vec<Option<String>> {
         .iter()
         .filter(|statement| statement[0].is_word(sql, verb))
         .filter_map(|statement| statement.get(1))
-        .filter_map(|name| {
-            let text = String::from_utf8_lossy(name.text(sql));
-            match name.kind {
-                Kind::Word => Some(Some(text.to_lowercase())),
-                Kind::QuotedIdent => Some(Some(text[1..text.len() - 1].replace("\"\"", "\""))),
-                Kind::Punct if text == "*" => Some(None),
-                _ => None,
-            }
+        .filter_map(|name| match name.identifier(sql) {
+            Some(channel) => Some(Some(channel)),
+            None => (name.text(sql) == b"*").then_some(None),
         })
         .collect()
 }

@@ -31,6 +31,17 @@ impl Token {
         &sql[self.start..self.end]
     }
 
+    /// The name an identifier token stands for, as PostgreSQL folds it:
+    /// an unquoted word in lower case, a quoted one as written.
+    pub fn identifier(&self, sql: &[u8]) -> Option<String> {
+        let text = std::str::from_utf8(self.text(sql)).ok()?;
+        match self.kind {
+            Kind::Word => Some(text.to_lowercase()),
+            Kind::QuotedIdent => Some(text[1..text.len() - 1].replace("\"\"", "\"")),
+            _ => None,
+        }
+    }
+
     /// True when the token is the word `word`, in any case.
     pub fn is_word(&self, sql: &[u8], word: &str) -> bool {
         self.kind == Kind::Word && self.text(sql).eq_ignore_ascii_case(word.as_bytes())
