@@ -40,7 +40,7 @@ pub async fn authenticate<S: ClientStream>(
         }
         AuthMethod::ScramSha256 => {
             let known = match secret {
-                Some(Some(Secret::Plain(password))) => Some(ScramSecret::new_random(password)),
+                Some(Some(Secret::Plain(password))) => Some(derive(password.clone()).await?),
                 Some(Some(Secret::Scram(secret))) => Some(secret.clone()),
                 _ => None,
             };
@@ -48,6 +48,14 @@ pub async fn authenticate<S: ClientStream>(
         }
     }
     Ok(())
+}
+
+/// A SCRAM secret for `password`, derived (4096 rounds of PBKDF2, some
+/// milliseconds) off the threads that serve clients, which it would stall.
+async fn derive(password: String) -> Result<ScramSecret, ClientError> {
+    tokio::task::spawn_blocking(move || ScramSecret::new_random(&password))
+        .await
+        .map_err(|err| ClientError::Io(std::io::Error::other(err)))
 }
 
 fn no_such_role(user: &str) -> PgError {
@@ -110,7 +118,10 @@ async fn scram_exchange<S: ClientStream>(
     secret: Option<ScramSecret>,
 ) -> Result<(), ClientError> {
     let known = secret.is_some();
-    let secret = secret.unwrap_or_else(|| ScramSecret::new_random(&random_password()));
+    let secret = match secret {
+        Some(secret) => secret,
+        None => derive(random_password()).await?,
+    };
     let mut exchange = ScramExchange::new(secret);
     let mut out = Vec::new();
     backend::authentication_sasl(&mut out, &[MECHANISM]);
