@@ -250,3 +250,51 @@ async fn idle_databases_close_and_reopen_with_their_data() {
     assert_eq!(x, 1, "the busy database stayed open");
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_creates_and_drops_databases_through_the_extended_protocol() {
+    // Without auto_create, only the registry's CREATE DATABASE makes one.
+    let mut config = test_config();
+    config.auto_create = false;
+    let gateway = Gateway::start_with(config).await;
+    let client = gateway.connect().await;
+    // tokio-postgres prepares the statement, then binds and executes it.
+    client
+        .execute("CREATE DATABASE via_driver", &[])
+        .await
+        .unwrap();
+    let created = gateway
+        .try_connect(gateway.config_for("postgres", "via_driver"))
+        .await
+        .unwrap();
+    let name: String = created
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "via_driver");
+    let exists = client
+        .execute("CREATE DATABASE via_driver", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&exists), "42P04");
+    drop(created);
+    let mut dropped = Err(exists);
+    for _ in 0..50 {
+        dropped = client
+            .execute("DROP DATABASE via_driver", &[])
+            .await
+            .map(drop);
+        if dropped.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    dropped.expect("dropped through the extended protocol");
+    let gone = gateway
+        .try_connect(gateway.config_for("postgres", "via_driver"))
+        .await
+        .expect_err("dropped from the registry");
+    assert_eq!(sqlstate(&gone), "3D000");
+    gateway.stop().await;
+}

@@ -27,7 +27,9 @@ use crate::protocol::error::{PgError, sqlstate};
 use crate::protocol::frame::{self, Reader};
 use crate::scheduler::{Lease, PipelinedUnits, UnitEvent};
 use crate::session::cleanup;
-use crate::session::database_commands::{DatabaseCommand, database_command};
+use crate::session::database_commands::{
+    DatabaseCommand, database_command, extended_database_command,
+};
 use crate::session::listen::{self, Notifier};
 use crate::session::names::Namespace;
 use crate::session::pinning;
@@ -280,9 +282,33 @@ impl Client {
                     && let Some(command) = database_command(&self.pending[0])
                 {
                     self.pending.pop_front();
-                    let reply =
-                        run_database_command(&self.ctx.registry, &self.ctx.database.name, command)
-                            .await;
+                    let reply = run_database_command(
+                        &self.ctx.registry,
+                        &self.ctx.database.name,
+                        command,
+                        Vec::new(),
+                    )
+                    .await;
+                    write_client(stream, &reply).await?;
+                    continue;
+                }
+                if self.ctx.registry.manages_databases()
+                    && let Some((command, answered)) =
+                        extended_database_command(&self.pending, &self.names)
+                {
+                    if self.pending[0][0] == b'P' {
+                        // The client has the statement now, as it would.
+                        let parse = self.pending[0].clone();
+                        self.names.plan(parse).map_err(End::Fatal)?;
+                    }
+                    self.pending.clear();
+                    let reply = run_database_command(
+                        &self.ctx.registry,
+                        &self.ctx.database.name,
+                        command,
+                        answered,
+                    )
+                    .await;
                     write_client(stream, &reply).await?;
                     continue;
                 }
@@ -356,9 +382,13 @@ impl Client {
                 && let Some(command) = self.pending.front().and_then(|m| database_command(m))
             {
                 self.pending.pop_front();
-                let reply =
-                    run_database_command(&self.ctx.registry, &self.ctx.database.name, command)
-                        .await;
+                let reply = run_database_command(
+                    &self.ctx.registry,
+                    &self.ctx.database.name,
+                    command,
+                    Vec::new(),
+                )
+                .await;
                 write_client(stream, &reply).await?;
                 continue;
             }
@@ -847,10 +877,12 @@ impl Client {
 /// Carries out `CREATE DATABASE` or `DROP DATABASE` on the registry and
 /// returns the answer PostgreSQL would send, for a client connected to
 /// database `current` and outside a transaction.
+/// `answered` holds the answers to the messages before the command runs.
 async fn run_database_command(
     registry: &Registry,
     current: &str,
     command: DatabaseCommand,
+    answered: Vec<u8>,
 ) -> Vec<u8> {
     let result = match &command {
         DatabaseCommand::Create(name) => registry.create(name, current).await.map(|()| None),
@@ -868,7 +900,7 @@ async fn run_database_command(
                 )),
             }),
     };
-    let mut out = Vec::new();
+    let mut out = answered;
     match result {
         Ok(notice) => {
             if let Some(notice) = notice {

@@ -250,6 +250,17 @@ impl Namespace {
             .is_some_and(|statement| statement.changes_settings)
     }
 
+    /// The SQL of the client's statement `name`, when it was prepared
+    /// through the protocol.
+    pub fn statement_sql(&self, name: &[u8]) -> Option<&[u8]> {
+        let Recreate::Parse(parse) = &self.statements.get(name)?.recreate else {
+            return None;
+        };
+        let mut reader = Reader::new(frame::body(parse));
+        reader.cstr().ok()?;
+        reader.cstr().ok()
+    }
+
     /// The need for the client's statement `name`, if it has one by that
     /// name.
     fn need(&self, name: &[u8]) -> Option<Need> {
