@@ -223,7 +223,7 @@ impl Registry {
         drop(_changing);
         if created {
             // Its own catalog lists it already; the others learn of it.
-            self.refresh_catalogs(name).await;
+            self.refresh_catalogs(name);
         }
         self.connect_open(name).ok_or_else(|| does_not_exist(name))
     }
@@ -254,7 +254,7 @@ impl Registry {
         info!("created database \"{name}\"");
         self.insert(database);
         drop(_changing);
-        self.refresh_catalogs(current).await;
+        self.refresh_catalogs(current);
         Ok(())
     }
 
@@ -316,33 +316,50 @@ impl Registry {
         }
         info!("dropped database \"{name}\"");
         drop(_changing);
-        self.refresh_catalogs(current).await;
+        self.refresh_catalogs(current);
         Ok(true)
     }
 
-    /// Brings every open engine's `pg_database` up to date: `current`'s
-    /// now, the others in the background (they may be busy).
-    async fn refresh_catalogs(&self, current: &str) {
+    /// Brings the `pg_database` of every open embedded engine but
+    /// `current`'s up to date, in the background (they may be busy). The
+    /// client that changed the registry brings its own up to date with
+    /// `sync_catalog`, on the session it holds or waits for.
+    fn refresh_catalogs(&self, current: &str) {
         let names = self.names();
         for database in self.open_databases() {
-            if !database.embedded {
+            if !database.embedded || database.name == current {
                 continue;
             }
             let names = names.clone();
-            let is_current = database.name == current;
-            let refresh = async move {
+            tokio::spawn(async move {
                 let mut lease = database.scheduler.lease().await;
                 if let Some(engine) = lease.session.as_mut()
                     && let Err(err) = catalog::sync_database_rows(engine, &names).await
                 {
                     warn!("database \"{}\": {err}", database.name);
                 }
-            };
-            if is_current {
-                refresh.await;
-            } else {
-                tokio::spawn(refresh);
-            }
+            });
+        }
+    }
+
+    /// Makes the `pg_database` of `engine`, a session of `database`, list
+    /// every database, when `database` is embedded (an upstream server's
+    /// catalog is its own).
+    pub async fn sync_catalog(
+        &self,
+        database: &Database,
+        held: Option<&mut EngineSession>,
+    ) -> std::io::Result<()> {
+        if !database.embedded {
+            return Ok(());
+        }
+        let names = self.names();
+        match held {
+            Some(engine) => catalog::sync_database_rows(engine, &names).await,
+            None => match database.scheduler.lease().await.session.as_mut() {
+                Some(engine) => catalog::sync_database_rows(engine, &names).await,
+                None => Ok(()),
+            },
         }
     }
 

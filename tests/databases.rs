@@ -298,3 +298,28 @@ async fn a_driver_creates_and_drops_databases_through_the_extended_protocol() {
     assert_eq!(sqlstate(&gone), "3D000");
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_holding_the_engine_creates_a_database_and_sees_it_listed() {
+    let gateway = Gateway::start().await;
+    let client = gateway.connect().await;
+    // A temporary table reserves the engine for this client.
+    client.batch_execute("CREATE TEMP TABLE mine(x int)").await.unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.batch_execute("CREATE DATABASE while_reserved"),
+    )
+    .await
+    .expect("answered while the client holds the engine")
+    .unwrap();
+    let listed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = 'while_reserved'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(listed, 1);
+    gateway.stop().await;
+}

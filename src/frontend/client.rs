@@ -284,9 +284,10 @@ impl Client {
                     self.pending.pop_front();
                     let reply = run_database_command(
                         &self.ctx.registry,
-                        &self.ctx.database.name,
+                        &self.ctx.database,
                         command,
                         Vec::new(),
+                        None,
                     )
                     .await;
                     write_client(stream, &reply).await?;
@@ -304,9 +305,10 @@ impl Client {
                     self.pending.clear();
                     let reply = run_database_command(
                         &self.ctx.registry,
-                        &self.ctx.database.name,
+                        &self.ctx.database,
                         command,
                         answered,
+                        None,
                     )
                     .await;
                     write_client(stream, &reply).await?;
@@ -384,9 +386,10 @@ impl Client {
                 self.pending.pop_front();
                 let reply = run_database_command(
                     &self.ctx.registry,
-                    &self.ctx.database.name,
+                    &self.ctx.database,
                     command,
                     Vec::new(),
+                    Some(engine),
                 )
                 .await;
                 write_client(stream, &reply).await?;
@@ -874,20 +877,25 @@ impl Client {
     }
 }
 
-/// Carries out `CREATE DATABASE` or `DROP DATABASE` on the registry and
-/// returns the answer PostgreSQL would send, for a client connected to
-/// database `current` and outside a transaction.
-/// `answered` holds the answers to the messages before the command runs.
+/// Carries out `CREATE DATABASE` or `DROP DATABASE` on the registry for a
+/// client connected to `current` and outside a transaction, and returns the
+/// answer PostgreSQL would send; `answered` holds the answers to the
+/// messages before the command. `current`'s catalog is brought up to date
+/// on `held`, the session the client holds, or else on one it waits for.
 async fn run_database_command(
     registry: &Registry,
-    current: &str,
+    current: &Database,
     command: DatabaseCommand,
     answered: Vec<u8>,
+    held: Option<&mut EngineSession>,
 ) -> Vec<u8> {
+    let name_of_current = current.name.as_str();
     let result = match &command {
-        DatabaseCommand::Create(name) => registry.create(name, current).await.map(|()| None),
+        DatabaseCommand::Create(name) => {
+            registry.create(name, name_of_current).await.map(|()| None)
+        }
         DatabaseCommand::Drop { name, if_exists } => registry
-            .drop_database(name, current)
+            .drop_database(name, name_of_current)
             .await
             .and_then(|existed| match (existed, if_exists) {
                 (true, _) => Ok(None),
@@ -900,6 +908,11 @@ async fn run_database_command(
                 )),
             }),
     };
+    if result.is_ok()
+        && let Err(err) = registry.sync_catalog(current, held).await
+    {
+        warn!("database \"{name_of_current}\": {err}");
+    }
     let mut out = answered;
     match result {
         Ok(notice) => {
