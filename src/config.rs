@@ -57,6 +57,36 @@ pub struct UpstreamPool {
     pub idle_timeout: Option<Duration>,
 }
 
+/// Hosts that attach over the tunnel (see `engine::tunnel`) and the limits
+/// they are held to.
+#[derive(Debug, Clone)]
+pub struct TunnelSettings {
+    /// Signs the JSON Web Tokens hosts present.
+    pub secret: Option<String>,
+    pub heartbeat: Duration,
+    pub max_frame: usize,
+    pub idle_timeout: Option<Duration>,
+    pub lifetime: Option<Duration>,
+    /// How long a unit of work waits for a host that left to come back.
+    pub host_wait: Duration,
+    /// PGlite's `dist` directory, served to the share page.
+    pub pglite_dist: Option<PathBuf>,
+}
+
+impl Default for TunnelSettings {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            heartbeat: Duration::from_secs(10),
+            max_frame: 1 << 20,
+            idle_timeout: None,
+            lifetime: None,
+            host_wait: Duration::from_secs(10),
+            pglite_dist: None,
+        }
+    }
+}
+
 /// A database served by an upstream server (from the configuration file).
 #[derive(Debug, Clone)]
 pub struct UpstreamDatabase {
@@ -75,6 +105,11 @@ pub struct Config {
     pub upstream_databases: Vec<(String, UpstreamDatabase)>,
     /// Embedded databases opened (and created) at startup.
     pub embedded_databases: Vec<String>,
+    /// Databases served by hosts, with their own tunnel secrets.
+    pub tunnel_databases: Vec<(String, Option<String>)>,
+    /// The HTTP address for hosts and the share page; `None`: not served.
+    pub http: Option<SocketAddr>,
+    pub tunnel: TunnelSettings,
     /// Server sessions opened to the upstream server at most.
     pub pool_size: usize,
     /// A pooled server session is closed after this long, once idle.
@@ -124,6 +159,21 @@ impl Config {
             bail!(
                 "give both --tls-cert and --tls-key, or neither (a certificate is then generated)"
             );
+        }
+        if let Some(secret) = &self.tunnel.secret
+            && secret.chars().count() < crate::engine::tunnel::token::MIN_SECRET_LEN
+        {
+            bail!(
+                "the tunnel secret is {} characters long; it must have at least {} (try: openssl rand -hex 32)",
+                secret.chars().count(),
+                crate::engine::tunnel::token::MIN_SECRET_LEN
+            );
+        }
+        if self.tunnel.max_frame < 1024 {
+            bail!("--tunnel-max-frame must be at least 1024 bytes");
+        }
+        if self.tunnel.heartbeat.is_zero() {
+            bail!("--tunnel-heartbeat must be at least one second");
         }
         if self.sni_domain.is_some() && self.client_tls == ClientTls::Off {
             bail!("--sni-domain routes TLS clients, but --ssl is off");
@@ -209,6 +259,13 @@ impl Config {
                 &self.max_client_conn,
                 &new.max_client_conn,
             ),
+            ("http", &self.http, &new.http),
+            ("databases", &self.tunnel_databases, &new.tunnel_databases),
+            (
+                "tunnel_host_wait",
+                &self.tunnel.host_wait,
+                &new.tunnel.host_wait,
+            ),
         ] {
             if differs(old, new) && !changed.contains(&name) {
                 changed.push(name);
@@ -234,6 +291,9 @@ impl Config {
         self.max_open_engines = old.max_open_engines;
         self.max_prepared_statements = old.max_prepared_statements;
         self.max_client_conn = old.max_client_conn;
+        self.http = old.http;
+        self.tunnel_databases = old.tunnel_databases.clone();
+        self.tunnel.host_wait = old.tunnel.host_wait;
     }
 }
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::config::{AuthMethod, Config, Secret, UpstreamDatabase, UpstreamPool, read_users_file};
@@ -41,6 +41,8 @@ pub struct ConfigFile {
     pub limits: LimitsSection,
     #[serde(default)]
     pub databases: BTreeMap<String, DatabaseSection>,
+    #[serde(default)]
+    pub tunnel: TunnelSection,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -83,9 +85,28 @@ pub struct LimitsSection {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSection {
     pub upstream: Option<String>,
+    /// Served by a host that attaches over the tunnel.
+    #[serde(default)]
+    pub tunnel: bool,
+    /// A token (besides the tunnel secret's) for this database's host.
+    pub tunnel_secret: Option<String>,
     pub pool_size: Option<usize>,
     pub server_lifetime: Option<u64>,
     pub server_idle_timeout: Option<u64>,
+}
+
+/// `[tunnel]`: hosts attaching over WebSockets (see `--http`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelSection {
+    pub http: Option<String>,
+    pub secret: Option<String>,
+    pub heartbeat: Option<u64>,
+    pub max_frame: Option<usize>,
+    pub idle_timeout: Option<u64>,
+    pub lifetime: Option<u64>,
+    pub host_wait: Option<u64>,
+    pub pglite_dist: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -109,8 +130,20 @@ impl ConfigFile {
         relative(&mut file.auth.users_file);
         relative(&mut file.tls.cert);
         relative(&mut file.tls.key);
+        relative(&mut file.tunnel.pglite_dist);
         Ok(file)
     }
+}
+
+/// An HTTP address, or `off`.
+pub fn parse_http(value: &str) -> Result<Option<std::net::SocketAddr>> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .with_context(|| format!("invalid HTTP address {value:?}: give IP:PORT or off"))
 }
 
 impl ConfigFile {
@@ -242,9 +275,60 @@ impl ConfigFile {
             limits.max_open_engines
         );
 
+        let tunnel = self.tunnel;
+        if let Some(http) = tunnel.http
+            && take("http")
+        {
+            config.http = parse_http(&http)?;
+        }
+        set!(
+            "tunnel_secret",
+            config.tunnel.secret,
+            tunnel.secret.map(Some)
+        );
+        set!(
+            "tunnel_heartbeat",
+            config.tunnel.heartbeat,
+            tunnel.heartbeat.map(Duration::from_secs)
+        );
+        set!(
+            "tunnel_max_frame",
+            config.tunnel.max_frame,
+            tunnel.max_frame
+        );
+        set!(
+            "tunnel_idle_timeout",
+            config.tunnel.idle_timeout,
+            seconds(tunnel.idle_timeout)
+        );
+        set!(
+            "tunnel_lifetime",
+            config.tunnel.lifetime,
+            seconds(tunnel.lifetime)
+        );
+        set!(
+            "tunnel_host_wait",
+            config.tunnel.host_wait,
+            tunnel.host_wait.map(Duration::from_secs)
+        );
+        set!(
+            "pglite_dist",
+            config.tunnel.pglite_dist,
+            tunnel.pglite_dist.map(Some)
+        );
+
         for (name, database) in self.databases {
             crate::database::validate_name(&name)
                 .map_err(|err| anyhow::anyhow!("[databases.{name}]: {}", err.message))?;
+            if database.tunnel || database.tunnel_secret.is_some() {
+                if database.upstream.is_some() {
+                    bail!(
+                        "[databases.{name}]: a database has an upstream or a tunnel host, not both"
+                    );
+                }
+                config.tunnel_databases.push((name, database.tunnel_secret));
+                continue;
+            }
             let Some(url) = database.upstream else {
                 config.embedded_databases.push(name);
                 continue;

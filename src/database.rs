@@ -4,7 +4,10 @@
 //! in its own directory under the data directory (or in memory), opened when
 //! a client first asks for it and created then when `auto_create` allows.
 //! `CREATE DATABASE` and `DROP DATABASE` act on this registry. An upstream
-//! server's databases are the ones configured, fixed at startup.
+//! server's databases are the ones configured, fixed at startup. A tunnel
+//! database is served by a host that attached over a WebSocket; it stays
+//! known when its host leaves, so that its clients learn that the host is
+//! away rather than finding an empty database of the same name.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -17,8 +20,9 @@ use tracing::{info, warn};
 use crate::catalog;
 use crate::engine::EngineSession;
 use crate::engine::embedded::{EmbeddedEngine, Storage};
+use crate::engine::tunnel::slot::{HostClaim, HostSlot};
 use crate::protocol::error::{PgError, sqlstate};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Connect, Reopen, Scheduler};
 use crate::session::listen::Notifier;
 use crate::session::statements::SessionStatements;
 
@@ -43,6 +47,8 @@ pub struct Database {
     idle_since: Mutex<Instant>,
     /// An embedded engine (rather than an upstream server) serves it.
     embedded: bool,
+    /// The slot its host attaches to, when a host serves it.
+    host: Option<Arc<HostSlot>>,
 }
 
 impl Database {
@@ -64,12 +70,58 @@ impl Database {
             engine: Mutex::new(engine),
             clients: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
+            host: None,
+        }
+    }
+
+    /// Whether a host serves it (see `engine::tunnel`).
+    pub fn is_tunnel(&self) -> bool {
+        self.host.is_some()
+    }
+
+    /// What a client gets when no engine session can be had for a new unit
+    /// of work: with a host away, an error that leaves the client connected
+    /// to try again; otherwise the end of the connection.
+    pub fn unavailable(&self) -> PgError {
+        match &self.host {
+            Some(_) => host_not_connected(&self.name).into_error(),
+            None => PgError::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                "terminating connection because the database engine is not available",
+            ),
+        }
+    }
+
+    /// What a client gets when the engine session failed under its unit of
+    /// work.
+    pub fn lost(&self) -> PgError {
+        match &self.host {
+            Some(_) => PgError::fatal(
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection because the database host disconnected",
+            )
+            .with_hint(format!(
+                "the tab or process that shares database \"{}\" went away; its open transaction is rolled back. Reconnect once the host is back",
+                self.name
+            )),
+            None => self.unavailable(),
+        }
+    }
+
+    fn add_client(&self) {
+        let count = self.clients.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(slot) = &self.host {
+            slot.clients.send_replace(count);
         }
     }
 
     /// Closes the engine behind it after its last unit of work, flushing
     /// everything committed to disk.
     async fn close(&self) {
+        if self.host.as_ref().is_some_and(|slot| !slot.is_attached()) {
+            // Nothing to flush, and no host to wait for.
+            return;
+        }
         let mut lease = self.scheduler.lease().await;
         if let Some(session) = lease.session.take()
             && session.status() != b'I'
@@ -107,8 +159,12 @@ impl Connected {
 
 impl Drop for Connected {
     fn drop(&mut self) {
-        if self.database.clients.fetch_sub(1, Ordering::SeqCst) == 1 {
+        let count = self.database.clients.fetch_sub(1, Ordering::SeqCst) - 1;
+        if count == 0 {
             *lock(&self.database.idle_since) = Instant::now();
+        }
+        if let Some(slot) = &self.database.host {
+            slot.clients.send_replace(count);
         }
     }
 }
@@ -134,6 +190,10 @@ pub struct Registry {
     /// upstream databases are served.
     embedded: Option<EmbeddedOptions>,
     open: Mutex<HashMap<String, Arc<Database>>>,
+    /// The databases hosts serve, attached or not, with their slots.
+    tunnels: Mutex<HashMap<String, Arc<HostSlot>>>,
+    /// How long a unit of work waits for a host that left to come back.
+    host_wait: Duration,
     /// One open, create or drop at a time.
     changing: tokio::sync::Mutex<()>,
 }
@@ -147,6 +207,8 @@ impl Registry {
         embedded: Option<EmbeddedOptions>,
         upstream: Vec<Database>,
         configured: &[String],
+        tunnels: &[(String, Option<String>)],
+        host_wait: Duration,
     ) -> anyhow::Result<Arc<Self>> {
         let mut idle_timeout = None;
         if let Some(options) = &embedded {
@@ -167,6 +229,13 @@ impl Registry {
                     .map(|database| (database.name.clone(), Arc::new(database)))
                     .collect(),
             ),
+            tunnels: Mutex::new(
+                tunnels
+                    .iter()
+                    .map(|(name, secret)| (name.clone(), Arc::new(HostSlot::new(secret.clone()))))
+                    .collect(),
+            ),
+            host_wait,
             changing: tokio::sync::Mutex::new(()),
         };
         if registry.embedded.is_some() {
@@ -194,6 +263,21 @@ impl Registry {
     /// Connects a client to database `name`, opening it (and creating it
     /// when allowed) first.
     pub async fn connect(&self, name: &str) -> Result<Connected, PgError> {
+        if let Some(slot) = self.host_slot(name) {
+            // A host that just attached for the first time is still logging
+            // in on its PGlite.
+            let deadline = Instant::now() + self.host_wait;
+            while slot.is_attached() {
+                if let Some(connected) = self.connect_open(name) {
+                    return Ok(connected);
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            return Err(host_not_connected(name));
+        }
         if let Some(connected) = self.connect_open(name) {
             return Ok(connected);
         }
@@ -233,7 +317,7 @@ impl Registry {
     pub async fn create(&self, name: &str, current: &str) -> Result<(), PgError> {
         validate_name(name).map_err(PgError::into_error)?;
         let _changing = self.changing.lock().await;
-        if self.is_open(name) || self.exists_on_disk(name) {
+        if self.is_open(name) || self.exists_on_disk(name) || self.host_slot(name).is_some() {
             return Err(PgError::error(
                 sqlstate::DUPLICATE_DATABASE,
                 format!("database \"{name}\" already exists"),
@@ -269,6 +353,13 @@ impl Registry {
         }
         if validate_name(name).is_err() {
             return Ok(false);
+        }
+        if self.host_slot(name).is_some() {
+            return Err(PgError::error(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!("database \"{name}\" is served by a host that attached to pgshare"),
+            )
+            .with_hint("its data lives with the host; drop its tables there"));
         }
         let _changing = self.changing.lock().await;
         let removed = {
@@ -447,8 +538,83 @@ impl Registry {
     fn connect_open(&self, name: &str) -> Option<Connected> {
         let open = lock(&self.open);
         let database = open.get(name)?.clone();
-        database.clients.fetch_add(1, Ordering::SeqCst);
+        database.add_client();
         Some(Connected { database })
+    }
+
+    /// The slot of tunnel database `name`, if it is one.
+    fn host_slot(&self, name: &str) -> Option<Arc<HostSlot>> {
+        lock(&self.tunnels).get(name).cloned()
+    }
+
+    /// Lets a new host serve database `name`, unless another host serves it
+    /// now or the gateway serves it itself.
+    pub fn claim_host(&self, name: &str) -> Result<(Arc<HostSlot>, HostClaim), String> {
+        let mut tunnels = lock(&self.tunnels);
+        let slot = match tunnels.get(name) {
+            Some(slot) => slot.clone(),
+            None => {
+                if self.is_open(name) || self.exists_on_disk(name) {
+                    return Err(format!(
+                        "database \"{name}\" is served by pgshare itself; a host can only serve a database of its own"
+                    ));
+                }
+                let slot = Arc::new(HostSlot::new(None));
+                tunnels.insert(name.to_string(), slot.clone());
+                slot
+            }
+        };
+        let claim = slot
+            .claim()
+            .ok_or_else(|| format!("another host serves database \"{name}\" now"))?;
+        Ok((slot, claim))
+    }
+
+    /// The own secret of tunnel database `name`, if it has one.
+    pub fn tunnel_secret(&self, name: &str) -> Option<String> {
+        self.host_slot(name).and_then(|slot| slot.secret.clone())
+    }
+
+    /// A host attached for `name` and opened `session` on its PGlite: the
+    /// database takes it for its next unit of work, and is created when this
+    /// is the first host it has had.
+    pub fn host_attached(
+        &self,
+        name: &str,
+        slot: &Arc<HostSlot>,
+        claim: &HostClaim,
+        session: EngineSession,
+    ) {
+        if !self.is_open(name) {
+            let notifier = Arc::new(Notifier::default());
+            let host_wait = self.host_wait;
+            let waiting = slot.clone();
+            let listens = notifier.clone();
+            let connect: Connect = Arc::new(move || {
+                let slot = waiting.clone();
+                let notifier = listens.clone();
+                Box::pin(async move {
+                    let mut session = slot
+                        .take(host_wait)
+                        .await
+                        .ok_or_else(|| anyhow::anyhow!("the database host is not connected"))?;
+                    // The clients' LISTENs, on the new session too.
+                    notifier.reconcile(&mut session, None, &[]).await?;
+                    Ok(session)
+                })
+            });
+            let mut database = Database::new(
+                name.to_string(),
+                session.parameters.clone(),
+                Scheduler::start(None, notifier.clone(), Reopen::Waiting(connect)),
+                notifier,
+                None,
+            );
+            database.host = Some(slot.clone());
+            self.insert(database);
+            self.refresh_catalogs(name);
+        }
+        claim.offer(session);
     }
 
     fn is_open(&self, name: &str) -> bool {
@@ -501,7 +667,7 @@ fn embedded_database(name: &str, engine: EmbeddedEngine, session: EngineSession)
     Database::new(
         name.to_string(),
         session.parameters.clone(),
-        Scheduler::start(session, notifier.clone(), None),
+        Scheduler::start(Some(session), notifier.clone(), Reopen::Never),
         notifier,
         Some(engine),
     )
@@ -531,6 +697,16 @@ pub fn validate_name(name: &str) -> Result<(), PgError> {
         ));
     }
     Ok(())
+}
+
+fn host_not_connected(name: &str) -> PgError {
+    PgError::fatal(
+        sqlstate::CANNOT_CONNECT_NOW,
+        "the database host is not connected",
+    )
+    .with_hint(format!(
+        "database \"{name}\" is served by a browser tab or process that shares its PGlite; open it (or start it) again"
+    ))
 }
 
 fn does_not_exist(name: &str) -> PgError {

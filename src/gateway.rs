@@ -20,7 +20,7 @@ use crate::engine::upstream::Upstream;
 use crate::frontend::login::{serve_connection, serve_tcp};
 use crate::frontend::tls::{self, CertificateSource, ClientTls, Connection};
 use crate::pool::PoolLimits;
-use crate::scheduler::{Connect, Scheduler};
+use crate::scheduler::{Connect, Reopen, Scheduler};
 use crate::session::listen::Notifier;
 use crate::session::statements::SessionStatements;
 
@@ -89,6 +89,8 @@ pub struct Server {
     gateway: Arc<Gateway>,
     tcp: Vec<TcpListener>,
     unix: Option<(UnixListener, PathBuf)>,
+    /// The HTTP port for hosts and the share page.
+    http: Option<TcpListener>,
 }
 
 impl Server {
@@ -109,6 +111,14 @@ impl Server {
         };
         let unix = match &config.unix_dir {
             Some(dir) => Some(bind_unix(dir, port).await?),
+            None => None,
+        };
+        let http = match config.http {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "listen for HTTP on {addr} (choose another address with --http, or --http off)"
+                )
+            })?),
             None => None,
         };
         let mut upstream_databases = Vec::new();
@@ -147,8 +157,14 @@ impl Server {
             idle_timeout: config.engine_idle_timeout,
             max_open: config.max_open_engines,
         });
-        let registry =
-            Registry::new(embedded, upstream_databases, &config.embedded_databases).await?;
+        let registry = Registry::new(
+            embedded,
+            upstream_databases,
+            &config.embedded_databases,
+            &config.tunnel_databases,
+            config.tunnel.host_wait,
+        )
+        .await?;
         let tls = match config.client_tls {
             ClientTls::Off => None,
             ClientTls::On | ClientTls::Required => Some(client_tls_acceptor(&config)?),
@@ -163,7 +179,12 @@ impl Server {
             cancels: CancelRegistry::new(),
             shutdown: watch::Sender::new(None),
         });
-        Ok(Self { gateway, tcp, unix })
+        Ok(Self {
+            gateway,
+            tcp,
+            unix,
+            http,
+        })
     }
 
     /// The running gateway, to reload its configuration.
@@ -179,14 +200,37 @@ impl Server {
             .collect()
     }
 
+    /// The HTTP address actually bound, if any.
+    pub fn local_http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves clients until `shutdown` completes with a grace period, then
     /// shuts down: no new connections; idle and waiting clients are
     /// disconnected with 57P01 at once, running units of work may finish
     /// within the grace period (then they are rolled back and their clients
     /// disconnected with 57P01); finally every engine is flushed and closed.
     pub async fn run(self, shutdown: impl Future<Output = Duration>) -> Result<()> {
-        let Server { gateway, tcp, unix } = self;
+        let postgres_addr = self.local_addrs().first().copied();
+        let Server {
+            gateway,
+            tcp,
+            unix,
+            http,
+        } = self;
         let mut accept_tasks = Vec::new();
+        if let Some(listener) = http {
+            if let Ok(addr) = listener.local_addr() {
+                info!(
+                    "Live Share: hosts attach at ws://{addr}/tunnel/<database>; the share page is http://{addr}/share"
+                );
+            }
+            accept_tasks.push(tokio::spawn(crate::http::serve(
+                listener,
+                gateway.clone(),
+                postgres_addr,
+            )));
+        }
         for listener in tcp {
             if let Ok(addr) = listener.local_addr() {
                 info!("listening on {addr}");
@@ -277,7 +321,7 @@ async fn upstream_database(
             notifier.clone(),
         )
     } else {
-        Scheduler::start(session, notifier.clone(), Some(connect))
+        Scheduler::start(Some(session), notifier.clone(), Reopen::Retrying(connect))
     };
     Ok(Database::new(
         name.to_string(),

@@ -10,6 +10,7 @@ pub mod database;
 pub mod engine;
 pub mod frontend;
 pub mod gateway;
+pub mod http;
 pub mod pool;
 pub mod protocol;
 pub mod scheduler;

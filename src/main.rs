@@ -10,9 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use pgshare::config::{AuthMethod, Config, Secret, read_users_file};
+use pgshare::config::{AuthMethod, Config, Secret, TunnelSettings, read_users_file};
 use pgshare::config_file::ConfigFile;
 use pgshare::engine::embedded::Storage;
+use pgshare::engine::tunnel::token;
 use pgshare::engine::upstream::Upstream;
 use pgshare::frontend::tls::ClientTls;
 use pgshare::gateway::Server;
@@ -38,7 +39,30 @@ enum Command {
     /// Serve embedded PGlite databases (or a PostgreSQL server) to Postgres
     /// clients: psql, pgbench, drivers, ORMs, IDEs. Every flag can also be
     /// set by its PGSHARE_* variable or in the --config file.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Print a token that lets a host (a browser tab or a Node process with
+    /// pgshare-host) serve DATABASE through `pgshare serve --tunnel-secret`:
+    /// an HS256 JSON Web Token whose claim `db` is DATABASE.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The database the host will serve.
+    database: String,
+
+    /// The secret `pgshare serve` was given (at least 32 characters).
+    #[arg(
+        long,
+        env = "PGSHARE_TUNNEL_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    tunnel_secret: String,
+
+    /// Seconds the token is valid for; 0 = no expiry.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    expires_in: u64,
 }
 
 #[derive(clap::Args, Clone)]
@@ -260,6 +284,86 @@ struct ServeArgs {
         default_value_t = 30
     )]
     shutdown_timeout: u64,
+
+    /// HTTP address for Live Share: hosts (a browser tab, a Node process)
+    /// attach their PGlite at ws://ADDR/tunnel/<database>, and ADDR/share is a
+    /// page that shares a PGlite running in the tab. `off` serves nothing.
+    #[arg(
+        long,
+        env = "PGSHARE_HTTP",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    http: String,
+
+    /// Secret (at least 32 characters) that signs the tokens hosts present:
+    /// HS256 JSON Web Tokens whose claim `db` names the database they serve
+    /// (and `exp`, when present, is in the future). `pgshare token` makes
+    /// them. Without it, only databases with a tunnel_secret in the
+    /// configuration file accept hosts.
+    #[arg(
+        long,
+        env = "PGSHARE_TUNNEL_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    tunnel_secret: Option<String>,
+
+    /// Seconds between heartbeats to a host; a host silent for three of them
+    /// while idle is disconnected.
+    #[arg(
+        long,
+        env = "PGSHARE_TUNNEL_HEARTBEAT",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
+    tunnel_heartbeat: u64,
+
+    /// Largest WebSocket frame to or from a host, in bytes; longer requests
+    /// and replies are split.
+    #[arg(
+        long,
+        env = "PGSHARE_TUNNEL_MAX_FRAME",
+        value_name = "BYTES",
+        default_value_t = 1 << 20
+    )]
+    tunnel_max_frame: usize,
+
+    /// Seconds a host may go without running anything before it is
+    /// disconnected (it reconnects by itself); 0 = never.
+    #[arg(
+        long,
+        env = "PGSHARE_TUNNEL_IDLE_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 0
+    )]
+    tunnel_idle_timeout: u64,
+
+    /// Seconds after which a host is disconnected, once no transaction is
+    /// open, so that it reconnects with a fresh token; 0 = never.
+    #[arg(
+        long,
+        env = "PGSHARE_TUNNEL_LIFETIME",
+        value_name = "SECONDS",
+        default_value_t = 0
+    )]
+    tunnel_lifetime: u64,
+
+    /// Seconds a query waits for a host that went away to attach again
+    /// before it fails with 57P03.
+    #[arg(
+        long,
+        env = "PGSHARE_TUNNEL_HOST_WAIT",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
+    tunnel_host_wait: u64,
+
+    /// Serve PGlite to the share page from this directory (the `dist`
+    /// directory of the @electric-sql/pglite npm package) instead of loading
+    /// it from the jsDelivr CDN.
+    #[arg(long, env = "PGSHARE_PGLITE_DIST", value_name = "DIR")]
+    pglite_dist: Option<PathBuf>,
 }
 
 fn seconds(value: u64) -> Option<Duration> {
@@ -314,6 +418,17 @@ impl ServeArgs {
             client_login_timeout: seconds(self.client_login_timeout),
             upstream_databases: Vec::new(),
             embedded_databases: Vec::new(),
+            tunnel_databases: Vec::new(),
+            http: pgshare::config_file::parse_http(&self.http)?,
+            tunnel: TunnelSettings {
+                secret: self.tunnel_secret,
+                heartbeat: Duration::from_secs(self.tunnel_heartbeat),
+                max_frame: self.tunnel_max_frame,
+                idle_timeout: seconds(self.tunnel_idle_timeout),
+                lifetime: seconds(self.tunnel_lifetime),
+                host_wait: Duration::from_secs(self.tunnel_host_wait),
+                pglite_dist: self.pglite_dist,
+            },
         })
     }
 }
@@ -328,10 +443,13 @@ fn main() -> ExitCode {
         )
         .init();
     let matches = Cli::command().get_matches();
-    let Cli {
-        command: Command::Serve(args),
-    } = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
+    let args = match Cli::from_arg_matches(&matches) {
+        Ok(Cli {
+            command: Command::Serve(args),
+        }) => *args,
+        Ok(Cli {
+            command: Command::Token(args),
+        }) => return print_token(args),
         Err(err) => err.exit(),
     };
     // Flags given on the command line or by environment variable win over
@@ -368,6 +486,30 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_token(args: TokenArgs) -> ExitCode {
+    if args.tunnel_secret.chars().count() < token::MIN_SECRET_LEN {
+        error!(
+            "the tunnel secret must have at least {} characters",
+            token::MIN_SECRET_LEN
+        );
+        return ExitCode::FAILURE;
+    }
+    match token::issue(
+        &args.tunnel_secret,
+        &args.database,
+        seconds(args.expires_in),
+    ) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            error!("could not make a token: {err:#}");
             ExitCode::FAILURE
         }
     }

@@ -44,6 +44,8 @@ pub enum UnitEvent {
     Done,
     /// The engine session failed.
     Failed(io::Error),
+    /// No engine session could be had; nothing ran.
+    Refused,
     /// More than `MAX_QUEUED_ANSWER` bytes of the answer waited for the
     /// client to read them; the rest is dropped.
     Overflow,
@@ -127,16 +129,26 @@ enum Kind {
     },
 }
 
+/// How a driver gets a new session when it has none (the engine failed, or
+/// none was there to begin with).
+#[derive(Clone)]
+pub enum Reopen {
+    /// It cannot: every request is refused (an embedded engine).
+    Never,
+    /// By connecting, trying again until the request is abandoned (an
+    /// upstream server that restarts).
+    Retrying(Connect),
+    /// By one call that waits as long as it sees fit; when it fails, every
+    /// request waiting is refused (a host that may come back).
+    Waiting(Connect),
+}
+
 impl Scheduler {
-    /// Starts the driver task for an engine's one session. With `connect`, a
-    /// failed session is replaced for the next request (an upstream server).
-    pub fn start(
-        session: EngineSession,
-        notifier: Arc<Notifier>,
-        connect: Option<Connect>,
-    ) -> Self {
+    /// Starts the driver task for an engine's one session, or for sessions
+    /// that `reopen` opens when needed.
+    pub fn start(session: Option<EngineSession>, notifier: Arc<Notifier>, reopen: Reopen) -> Self {
         Self {
-            kind: Kind::Driven(spawn_driver(Some(session), notifier, connect)),
+            kind: Kind::Driven(spawn_driver(session, notifier, reopen)),
         }
     }
 
@@ -151,7 +163,7 @@ impl Scheduler {
         Self {
             kind: Kind::Pooled {
                 pool: Pool::new(first, connect.clone(), limits),
-                listener: spawn_driver(None, notifier, Some(connect)),
+                listener: spawn_driver(None, notifier, Reopen::Retrying(connect)),
             },
         }
     }
@@ -231,10 +243,10 @@ async fn exclusive(requests: &mpsc::UnboundedSender<Request>) -> Lease {
 fn spawn_driver(
     session: Option<EngineSession>,
     notifier: Arc<Notifier>,
-    connect: Option<Connect>,
+    reopen: Reopen,
 ) -> mpsc::UnboundedSender<Request> {
     let (requests, receiver) = mpsc::unbounded_channel();
-    tokio::spawn(drive(session, receiver, notifier, connect));
+    tokio::spawn(drive(session, receiver, notifier, reopen));
     requests
 }
 
@@ -288,7 +300,7 @@ fn refuse(request: Request) {
     match request {
         Request::Exclusive(grant) => drop(grant.send(Lease::none())),
         Request::Pipelined(units) => {
-            let _ = units.events.send(UnitEvent::Failed(gone()));
+            let _ = units.events.send(UnitEvent::Refused);
         }
     }
 }
@@ -346,7 +358,7 @@ async fn drive(
     mut session: Option<EngineSession>,
     mut requests: mpsc::UnboundedReceiver<Request>,
     notifier: Arc<Notifier>,
-    connect: Option<Connect>,
+    reopen: Reopen,
 ) {
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut to_engine = BytesMut::new();
@@ -364,9 +376,12 @@ async fn drive(
             let Some(request) = requests.recv().await else {
                 return;
             };
-            session = match &connect {
-                Some(connect) => connect_retrying(connect, || request.abandoned()).await,
-                None => None,
+            session = match &reopen {
+                Reopen::Retrying(connect) => {
+                    connect_retrying(connect, || request.abandoned()).await
+                }
+                Reopen::Waiting(connect) => connect().await.ok(),
+                Reopen::Never => None,
             };
             match session.as_mut() {
                 Some(engine) => accept(
@@ -376,7 +391,15 @@ async fn drive(
                     &mut to_engine,
                     &mut exclusive,
                 ),
-                None => refuse(request),
+                None => {
+                    refuse(request);
+                    if matches!(reopen, Reopen::Waiting(_)) {
+                        // They waited as long as this one did.
+                        while let Ok(request) = requests.try_recv() {
+                            refuse(request);
+                        }
+                    }
+                }
             }
             continue;
         };

@@ -304,7 +304,10 @@ async fn a_client_holding_the_engine_creates_a_database_and_sees_it_listed() {
     let gateway = Gateway::start().await;
     let client = gateway.connect().await;
     // A temporary table reserves the engine for this client.
-    client.batch_execute("CREATE TEMP TABLE mine(x int)").await.unwrap();
+    client
+        .batch_execute("CREATE TEMP TABLE mine(x int)")
+        .await
+        .unwrap();
     tokio::time::timeout(
         std::time::Duration::from_secs(10),
         client.batch_execute("CREATE DATABASE while_reserved"),

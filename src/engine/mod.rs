@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod embedded;
 mod session;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 
 pub use session::{EngineSession, error_message};

@@ -176,13 +176,21 @@ pub async fn serve<S: ClientStream>(stream: &mut S, inbuf: BytesMut, ctx: Client
             let _ = tokio::time::timeout(FAREWELL_WAIT, send_error(stream, err)).await;
         }
         End::Engine(err) => {
-            error!(
-                client = id,
-                "the engine session failed: {err}; clients of database \"{}\" get errors until pgshare is restarted",
-                client.ctx.database.name
-            );
-            let _ = tokio::time::timeout(FAREWELL_WAIT, send_error(stream, &engine_unavailable()))
-                .await;
+            let database = &client.ctx.database;
+            if database.is_tunnel() {
+                warn!(
+                    client = id,
+                    "the host of database \"{}\" went away during this client's unit of work ({err}); disconnecting the client",
+                    database.name
+                );
+            } else {
+                error!(
+                    client = id,
+                    "the engine session failed: {err}; clients of database \"{}\" get errors until pgshare is restarted",
+                    database.name
+                );
+            }
+            let _ = tokio::time::timeout(FAREWELL_WAIT, send_error(stream, &database.lost())).await;
             if let Some(lease) = client.lease.as_mut() {
                 lease.session = None;
             }
@@ -228,13 +236,6 @@ async fn wait_until(deadline: Option<Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,
     }
-}
-
-fn engine_unavailable() -> PgError {
-    PgError::fatal(
-        sqlstate::CONNECTION_FAILURE,
-        "terminating connection because the database engine is not available",
-    )
 }
 
 impl Client {
@@ -326,6 +327,13 @@ impl Client {
                     continue;
                 }
                 match self.acquire(stream).await? {
+                    Some(lease) if lease.session.is_none() => {
+                        let error = self.ctx.database.unavailable();
+                        if error.is_fatal() {
+                            return Err(End::Fatal(error));
+                        }
+                        self.reject_unit(stream, error).await?;
+                    }
                     Some(mut lease) => {
                         if let Some(engine) = lease.session.as_mut() {
                             let id = self.ctx.key.process_id;
@@ -356,7 +364,7 @@ impl Client {
                 continue;
             };
             let Some(engine) = lease.session.as_mut() else {
-                return Err(End::Fatal(engine_unavailable()));
+                return Err(End::Fatal(self.ctx.database.lost()));
             };
             if self.to_engine.is_empty()
                 && self.unit.answered()
@@ -401,12 +409,12 @@ impl Client {
             };
             let forwarded = match lease.session.as_mut() {
                 Some(engine) => self.forward_pending(engine),
-                None => Err(End::Fatal(engine_unavailable())),
+                None => Err(End::Fatal(self.ctx.database.lost())),
             };
             self.lease = Some(lease);
             forwarded?;
             let Some(engine) = self.lease.as_mut().and_then(|lease| lease.session.as_mut()) else {
-                return Err(End::Fatal(engine_unavailable()));
+                return Err(End::Fatal(self.ctx.database.lost()));
             };
             if self.to_engine.is_empty() && self.unit.answered() && engine.status() == b'I' {
                 if self.state_may_change || (self.pinned && self.unit_ran) {
@@ -689,6 +697,15 @@ impl Client {
                 Some(UnitEvent::Undone(undone)) => self.names.undo(undone),
                 Some(UnitEvent::Done) => return Ok(()),
                 Some(UnitEvent::Failed(err)) => return Err(End::Engine(err)),
+                Some(UnitEvent::Refused) => {
+                    let error = self.ctx.database.unavailable();
+                    if error.is_fatal() {
+                        return Err(End::Fatal(error));
+                    }
+                    let mut out = error.to_bytes();
+                    ready_for_query(&mut out, b'I');
+                    return write_client(stream, &out).await;
+                }
                 None => {
                     return Err(End::Engine(io::Error::new(
                         io::ErrorKind::NotConnected,

@@ -17,6 +17,7 @@ pub mod sqlstate {
     pub const QUERY_CANCELED: &str = "57014";
     pub const IDLE_IN_TRANSACTION_SESSION_TIMEOUT: &str = "25P03";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const CONNECTION_FAILURE: &str = "08006";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const INVALID_NAME: &str = "42602";
@@ -64,6 +65,11 @@ impl PgError {
             detail: None,
             hint: None,
         }
+    }
+
+    /// Whether the connection ends with this error.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self.severity, Severity::Fatal)
     }
 
     pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {

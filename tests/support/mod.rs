@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod hosts;
 pub mod postgres;
 pub mod process;
 
@@ -36,6 +37,9 @@ pub fn test_config() -> Config {
         upstream: None,
         upstream_databases: Vec::new(),
         embedded_databases: Vec::new(),
+        tunnel_databases: Vec::new(),
+        http: None,
+        tunnel: pgshare::config::TunnelSettings::default(),
         pool_size: 1,
         server_lifetime: None,
         max_prepared_statements: 200,

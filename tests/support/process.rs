@@ -23,11 +23,18 @@ pub struct Pgshare {
 
 impl Pgshare {
     /// Starts `pgshare serve --listen 127.0.0.1:<free port> <args>` with its
-    /// log going to `stderr`, and waits until it accepts connections.
+    /// log going to `stderr`, and waits until it accepts connections. The
+    /// HTTP port is off unless `args` give `--http`.
     pub async fn start(args: &[&str], stderr: Stdio) -> Self {
         let port = free_port();
+        let http_off: &[&str] = if args.contains(&"--http") {
+            &[]
+        } else {
+            &["--http", "off"]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_pgshare"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(http_off)
             .args(args)
             .stderr(stderr)
             .spawn()

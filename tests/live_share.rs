@@ -1,0 +1,376 @@
+//! Live Share: a PGlite in a Node process or a browser tab attaches to the
+//! gateway as the host of a database, and real clients (psql, pgbench,
+//! pg_dump, tokio-postgres) use it at once through the gateway.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pgshare::engine::tunnel::token;
+use support::hosts::{Host, pg_dump};
+use support::process::{Pgshare, free_port};
+
+const SECRET: &str = "a tunnel secret of at least 32 characters";
+
+/// A gateway with its HTTP port open for hosts; queries wait one second for
+/// a host that left.
+async fn gateway() -> (Pgshare, u16) {
+    let http = free_port();
+    let gateway = Pgshare::start(
+        &[
+            "--memory",
+            "--ssl",
+            "off",
+            "--http",
+            &format!("127.0.0.1:{http}"),
+            "--tunnel-secret",
+            SECRET,
+            "--tunnel-host-wait",
+            "1",
+            "--pglite-dist",
+            support::hosts::js_dir()
+                .join("node_modules/@electric-sql/pglite/dist")
+                .to_str()
+                .unwrap(),
+        ],
+        Stdio::inherit(),
+    )
+    .await;
+    (gateway, http)
+}
+
+fn token_for(database: &str) -> String {
+    token::issue(SECRET, database, Some(Duration::from_secs(600))).unwrap()
+}
+
+fn url(gateway: &Pgshare, database: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:{}/{database}", gateway.port)
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap_or_else(|err| panic!("{program} must be installed (see the README): {err}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    stdout + &stderr
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    run(
+        "psql",
+        &[url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+    )
+}
+
+/// psql creates a table, pgbench loads its tables (COPY FROM STDIN) and
+/// runs 8 select-only clients at once, and pg_dump dumps it all.
+async fn clients_share_the_host(url: String) {
+    psql(&url, "CREATE TABLE notes (id int PRIMARY KEY, body text)");
+    psql(&url, "INSERT INTO notes VALUES (1, 'shared')");
+    run("pgbench", &["-i", "-s", "1", "-q", &url]);
+    let bench_url = url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        run(
+            "pgbench",
+            &["-S", "-c", "8", "-j", "2", "-T", "5", "-n", &bench_url],
+        )
+    })
+    .await
+    .unwrap();
+    let failed = output
+        .lines()
+        .find(|line| line.starts_with("number of failed transactions"))
+        .unwrap_or_else(|| panic!("pgbench printed no failure count:\n{output}"));
+    assert!(failed.contains(": 0 "), "{failed}");
+    let processed: u64 = output
+        .lines()
+        .find_map(|line| line.strip_prefix("number of transactions actually processed: "))
+        .and_then(|count| count.split('/').next()?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("pgbench printed no count:\n{output}"));
+    assert!(processed > 0, "{output}");
+    let dump = run(pg_dump().to_str().unwrap(), &[&url]);
+    assert!(dump.contains("CREATE TABLE public.notes"), "{dump}");
+    assert!(dump.contains("1\tshared"), "the dump holds the row");
+    assert!(
+        dump.contains("COPY public.pgbench_accounts"),
+        "the dump holds pgbench's tables"
+    );
+    assert_eq!(
+        psql(&url, "SELECT count(*) FROM pgbench_accounts").trim(),
+        "100000"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_process_shares_its_pglite_with_psql_pgbench_and_pg_dump() {
+    let (gateway, http) = gateway().await;
+    let _host = Host::node(http, "app", &token_for("app"));
+    clients_share_the_host(url(&gateway, "app")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_tab_shares_its_pglite_with_psql_pgbench_and_pg_dump() {
+    let (gateway, http) = gateway().await;
+    let _tab = Host::browser(http, "tab", &token_for("tab"));
+    clients_share_the_host(url(&gateway, "tab")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_survive_a_host_reconnect() {
+    let (gateway, http) = gateway().await;
+    let mut host = Host::node(http, "app", &token_for("app"));
+    let (idle, _) = gateway.connect_as("postgres", "", "app").await.unwrap();
+    let (busy, busy_connection) = gateway.connect_as("postgres", "", "app").await.unwrap();
+    idle.batch_execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (1)")
+        .await
+        .unwrap();
+    idle.batch_execute("SET application_name = 'idle one'")
+        .await
+        .unwrap();
+    let statement = idle.prepare("SELECT n FROM kept").await.unwrap();
+    busy.batch_execute("BEGIN; INSERT INTO kept VALUES (2)")
+        .await
+        .unwrap();
+
+    host.kill();
+    // The client inside a transaction loses its connection...
+    let err = busy.simple_query("COMMIT").await.unwrap_err();
+    let closed = busy_connection.await.unwrap().err();
+    let code = match (err.code(), &closed) {
+        (Some(_), _) | (None, None) => support::sqlstate(&err),
+        (None, Some(closed)) => support::sqlstate(closed),
+    };
+    assert_eq!(code, "57P01", "{err:?} / {closed:?}");
+    // ...the idle one stays, and hears that the host is away.
+    let err = idle.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(support::sqlstate(&err), "57P03", "{err}");
+    // New clients are refused until the host is back.
+    let err = gateway
+        .connect_as("postgres", "", "app")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(support::sqlstate(&err), "57P03");
+
+    // A host for the same database: here a new PGlite (the old one died
+    // with its process), so the table is gone but everything else of the
+    // idle client's session works again.
+    let _host = Host::node(http, "app", &token_for("app"));
+    let name: String = idle
+        .query_one("SHOW application_name", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "idle one", "the client's settings are restored");
+    idle.batch_execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)")
+        .await
+        .unwrap();
+    let rows = idle.query(&statement, &[]).await.unwrap();
+    let values: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
+    assert_eq!(
+        values,
+        [7],
+        "its prepared statement is prepared again on the new session"
+    );
+    let (fresh, _) = gateway.connect_as("postgres", "", "app").await.unwrap();
+    let one: i32 = fresh.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_tunnel_database_waits_for_its_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pgshare.toml");
+    std::fs::write(
+        &config,
+        "[databases.tab]\ntunnel = true\ntunnel_secret = \"this database's own secret\"\n",
+    )
+    .unwrap();
+    let http = free_port();
+    let gateway = Pgshare::start(
+        &[
+            "--memory",
+            "--ssl",
+            "off",
+            "--http",
+            &format!("127.0.0.1:{http}"),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        Stdio::inherit(),
+    )
+    .await;
+    let Err(err) = gateway.connect_as("postgres", "", "tab").await else {
+        panic!("no host is attached yet");
+    };
+    assert_eq!(support::sqlstate(&err), "57P03", "{err}");
+    let err = gateway
+        .connect_as("postgres", "", "tab")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        support::sqlstate(&err),
+        "57P03",
+        "still no database of that name"
+    );
+    assert_eq!(upgrade_status(http, "/tunnel/tab?token=wrong", ""), 401);
+    let _host = Host::node(http, "tab", "this database's own secret");
+    let (client, _) = gateway.connect_as("postgres", "", "tab").await.unwrap();
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_pglite_reconnecting_keeps_its_data_and_its_clients() {
+    let http = free_port();
+    let gateway = Pgshare::start(
+        &[
+            "--memory",
+            "--ssl",
+            "off",
+            "--http",
+            &format!("127.0.0.1:{http}"),
+            "--tunnel-secret",
+            SECRET,
+            "--tunnel-lifetime",
+            "2",
+        ],
+        Stdio::inherit(),
+    )
+    .await;
+    let _host = Host::node(http, "app", &token_for("app"));
+    let (client, _) = gateway.connect_as("postgres", "", "app").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (1); SET search_path = pg_catalog, public")
+        .await
+        .unwrap();
+    let statement = client
+        .prepare("SELECT sum(n)::int FROM kept")
+        .await
+        .unwrap();
+    // A transaction open across the lifetime keeps the host attached until
+    // it ends.
+    client
+        .batch_execute("BEGIN; INSERT INTO kept VALUES (2)")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    client.batch_execute("COMMIT").await.unwrap();
+    // Now the host is disconnected (lifetime reached) and attaches again
+    // with the same PGlite, more than once in these seconds.
+    let mut sums = Vec::new();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let sum: i32 = client.query_one(&statement, &[]).await.unwrap().get(0);
+        sums.push(sum);
+    }
+    assert_eq!(sums, [3; 6], "committed rows survive every reconnect");
+    let path: String = client
+        .query_one("SHOW search_path", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        path, "pg_catalog, public",
+        "the client's settings survive too"
+    );
+}
+
+/// Sends a WebSocket upgrade request for `path` and returns the HTTP status.
+fn upgrade_status(http: u16, path: &str, extra_headers: &str) -> u16 {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_without_a_valid_token_are_refused_before_the_upgrade() {
+    let (_gateway, http) = gateway().await;
+    assert_eq!(upgrade_status(http, "/tunnel/app", ""), 401, "no token");
+    assert_eq!(upgrade_status(http, "/tunnel/app?token=nonsense", ""), 401);
+    let other = token_for("other");
+    assert_eq!(
+        upgrade_status(http, &format!("/tunnel/app?token={other}"), ""),
+        401,
+        "a token for another database"
+    );
+    let forged = token::issue("another secret, also 32 characters long", "app", None).unwrap();
+    assert_eq!(
+        upgrade_status(http, &format!("/tunnel/app?token={forged}"), ""),
+        401
+    );
+    let expired = token::issue(SECRET, "app", Some(Duration::ZERO)).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        upgrade_status(http, &format!("/tunnel/app?token={expired}"), ""),
+        401
+    );
+    assert_eq!(
+        upgrade_status(
+            http,
+            "/tunnel/postgres",
+            &format!("Authorization: Bearer {}\r\n", token_for("postgres"))
+        ),
+        409,
+        "a database pgshare serves itself cannot be taken over"
+    );
+    let _host = Host::node(http, "app", &token_for("app"));
+    assert_eq!(
+        upgrade_status(
+            http,
+            "/tunnel/app",
+            &format!("Authorization: Bearer {}\r\n", token_for("app"))
+        ),
+        409,
+        "a second host for the same database"
+    );
+    assert_eq!(
+        upgrade_status(
+            http,
+            "/tunnel/free",
+            &format!("Authorization: Bearer {}\r\n", token_for("free"))
+        ),
+        101,
+        "a valid token in the header is accepted"
+    );
+}
+
+#[test]
+fn a_short_tunnel_secret_is_refused_at_start() {
+    let output = Command::new(env!("CARGO_BIN_EXE_pgshare"))
+        .args([
+            "serve",
+            "--memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+        ])
+        .args(["--tunnel-secret", "too short"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("at least 32"), "{log}");
+}
