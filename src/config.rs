@@ -65,6 +65,8 @@ pub struct TunnelSettings {
     pub secret: Option<String>,
     pub heartbeat: Duration,
     pub max_frame: usize,
+    /// The most COPY FROM STDIN data sent to a host in one request.
+    pub max_copy: usize,
     pub idle_timeout: Option<Duration>,
     pub lifetime: Option<Duration>,
     /// How long a unit of work waits for a host that left to come back.
@@ -79,6 +81,7 @@ impl Default for TunnelSettings {
             secret: None,
             heartbeat: Duration::from_secs(10),
             max_frame: 1 << 20,
+            max_copy: 256 << 20,
             idle_timeout: None,
             lifetime: None,
             host_wait: Duration::from_secs(10),

@@ -103,6 +103,7 @@ pub struct TunnelSection {
     pub secret: Option<String>,
     pub heartbeat: Option<u64>,
     pub max_frame: Option<usize>,
+    pub max_copy: Option<usize>,
     pub idle_timeout: Option<u64>,
     pub lifetime: Option<u64>,
     pub host_wait: Option<u64>,
@@ -296,6 +297,7 @@ impl ConfigFile {
             config.tunnel.max_frame,
             tunnel.max_frame
         );
+        set!("tunnel_max_copy", config.tunnel.max_copy, tunnel.max_copy);
         set!(
             "tunnel_idle_timeout",
             config.tunnel.idle_timeout,

@@ -196,6 +196,7 @@ async fn host(
             idle_timeout: config.tunnel.idle_timeout,
             lifetime: config.tunnel.lifetime,
             max_message_len: config.max_message_len,
+            max_copy: config.tunnel.max_copy,
         },
         hello,
         clients: slot.clients.subscribe(),

@@ -329,6 +329,18 @@ struct ServeArgs {
     )]
     tunnel_max_frame: usize,
 
+    /// Most bytes of COPY FROM STDIN data for one statement on a host's
+    /// database: a host's PGlite takes a COPY with all its data at once, so
+    /// the gateway holds it until it is complete. Larger COPYs fail with
+    /// 54000.
+    #[arg(
+        long,
+        env = "PGSHARE_TUNNEL_MAX_COPY",
+        value_name = "BYTES",
+        default_value_t = 256 << 20
+    )]
+    tunnel_max_copy: usize,
+
     /// Seconds a host may go without running anything before it is
     /// disconnected (it reconnects by itself); 0 = never.
     #[arg(
@@ -424,6 +436,7 @@ impl ServeArgs {
                 secret: self.tunnel_secret,
                 heartbeat: Duration::from_secs(self.tunnel_heartbeat),
                 max_frame: self.tunnel_max_frame,
+                max_copy: self.tunnel_max_copy,
                 idle_timeout: seconds(self.tunnel_idle_timeout),
                 lifetime: seconds(self.tunnel_lifetime),
                 host_wait: Duration::from_secs(self.tunnel_host_wait),

@@ -37,6 +37,7 @@ fn the_example_file_loads_with_every_key() {
     assert_eq!(config.tunnel_databases, [("tab".to_string(), None)]);
     assert_eq!(config.http, Some("127.0.0.1:8080".parse().unwrap()));
     assert_eq!(config.tunnel.heartbeat, Duration::from_secs(10));
+    assert_eq!(config.tunnel.max_copy, 256 << 20);
     let (name, reports) = &config.upstream_databases[0];
     assert_eq!(name, "reports");
     assert_eq!(reports.pool.size, 10);

@@ -126,6 +126,37 @@ async fn a_browser_tab_shares_its_pglite_with_psql_pgbench_and_pg_dump() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_host_name_reaches_a_hosts_database() {
+    let http = free_port();
+    let gateway = Pgshare::start(
+        &[
+            "--memory",
+            "--sni-domain",
+            "db.example.test",
+            "--http",
+            &format!("127.0.0.1:{http}"),
+            "--tunnel-secret",
+            SECRET,
+        ],
+        Stdio::inherit(),
+    )
+    .await;
+    let _host = Host::node(http, "app", &token_for("app"));
+    psql(
+        &url(&gateway, "app"),
+        "CREATE TABLE marker AS SELECT 'in the host' AS here",
+    );
+    let by_name = format!(
+        "host=app.db.example.test hostaddr=127.0.0.1 port={} user=postgres dbname=postgres sslmode=require",
+        gateway.port
+    );
+    assert_eq!(
+        psql(&by_name, "SELECT here FROM marker").trim(),
+        "in the host"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_survive_a_host_reconnect() {
     let (gateway, http) = gateway().await;
     let mut host = Host::node(http, "app", &token_for("app"));
@@ -285,6 +316,70 @@ async fn the_same_pglite_reconnecting_keeps_its_data_and_its_clients() {
         path, "pg_catalog, public",
         "the client's settings survive too"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_the_host_cannot_take_fails_alone() {
+    let http = free_port();
+    let gateway = Pgshare::start(
+        &[
+            "--memory",
+            "--ssl",
+            "off",
+            "--http",
+            &format!("127.0.0.1:{http}"),
+            "--tunnel-secret",
+            SECRET,
+            "--tunnel-max-copy",
+            "100000",
+        ],
+        Stdio::inherit(),
+    )
+    .await;
+    let _host = Host::node(http, "app", &token_for("app"));
+    let url = url(&gateway, "app");
+    psql(&url, "CREATE TABLE numbers (n int)");
+    // About 590 kB of data: more than the host is sent at once.
+    let output = Command::new("psql")
+        .args([
+            &url,
+            "-X",
+            "-v",
+            "VERBOSITY=verbose",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
+        .args(["-c", "\\copy numbers from program 'seq 1 100000'"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("54000") && stderr.contains("larger than 100000 bytes"),
+        "{stderr}"
+    );
+    psql(&url, "\\copy numbers from program 'seq 1 1000'");
+    assert_eq!(
+        psql(&url, "SELECT count(*) FROM numbers").trim(),
+        "1000",
+        "a smaller COPY goes through, and the refused one left nothing"
+    );
+
+    // Drivers that send COPY over the extended protocol get 0A000 and can
+    // go on.
+    let (client, _) = gateway.connect_as("postgres", "", "app").await.unwrap();
+    let err = client
+        .copy_in::<_, bytes::Bytes>("COPY numbers FROM STDIN")
+        .await
+        .err()
+        .expect("extended-protocol COPY FROM STDIN is refused");
+    assert_eq!(support::sqlstate(&err), "0A000", "{err}");
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM numbers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1000);
 }
 
 /// Sends a WebSocket upgrade request for `path` and returns the HTTP status.

@@ -22,9 +22,10 @@ async function serveShare(request, response) {
   const { pathname } = new URL(request.url, 'http://gateway');
   let body;
   let file;
-  if (pathname === '/share') {
+  if (pathname === '/share' || pathname === '/share-without-pglite') {
     file = PAGE;
-    body = (await readFile(PAGE, 'utf8')).replaceAll('__PGLITE_URL__', '/share/pglite/index.js');
+    const pglite = pathname === '/share' ? '/share/pglite/index.js' : '/nowhere/index.js';
+    body = (await readFile(PAGE, 'utf8')).replaceAll('__PGLITE_URL__', pglite);
   } else if (pathname === '/share/pgshare-host.js') {
     file = HOST_MODULE;
   } else if (pathname.startsWith('/share/pglite/') && !pathname.includes('..')) {
@@ -44,7 +45,10 @@ let browser;
 let gateway;
 before(async () => {
   if (skip) return;
-  browser = await chromium.launch({ executablePath: CHROMIUM });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  });
   gateway = await startGateway({ onHttpRequest: serveShare });
 });
 after(async () => {
@@ -91,6 +95,19 @@ test('without a fragment the page asks for the database and the token', { skip, 
     assert.equal(host.url.pathname, '/tunnel/typed');
     assert.equal(host.url.searchParams.get('token'), 'typed-token');
     assert.equal(await page.isVisible('#start'), false);
+  } finally {
+    await page.close();
+  }
+});
+
+test('a page that cannot load PGlite says how to serve it', { skip, timeout: 60_000 }, async () => {
+  const page = await browser.newPage();
+  try {
+    await page.goto(`${gateway.url}/share-without-pglite#database=app&token=s3cret`);
+    await page.waitForFunction(() => window.pgshareState.status === 'failed', null, { timeout: 30_000 });
+    const error = await page.textContent('#error');
+    assert.match(error, /Could not load PGlite from http:\/\/.*\/nowhere\/index\.js/);
+    assert.match(error, /--pglite-dist/);
   } finally {
     await page.close();
   }

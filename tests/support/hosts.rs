@@ -1,6 +1,6 @@
 //! Hosts for tunnel databases, as processes: the Node host of the
 //! `pgshare-host` package, and the share page in headless Chromium; plus a
-//! `pg_dump` new enough for PGlite's PostgreSQL 17.
+//! `pg_dump` new enough for the PostgreSQL 18 of PGlite's npm package.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -106,7 +106,7 @@ impl Drop for Host {
     }
 }
 
-/// A `pg_dump` that can dump PostgreSQL 17: `PGSHARE_PG_DUMP`, the one
+/// A `pg_dump` that can dump PostgreSQL 18: `PGSHARE_PG_DUMP`, the one
 /// `.ci/run` installs under `target/pg-client`, or the one on the PATH.
 pub fn pg_dump() -> PathBuf {
     if let Some(path) = std::env::var_os("PGSHARE_PG_DUMP") {

@@ -38,6 +38,8 @@ pub struct BridgeLimits {
     pub idle_timeout: Option<Duration>,
     pub lifetime: Option<Duration>,
     pub max_message_len: usize,
+    /// The most COPY FROM STDIN data sent to the host in one request.
+    pub max_copy: usize,
 }
 
 /// What the bridge needs besides the socket and the pipe.
@@ -59,7 +61,7 @@ pub async fn run(
     mut ctx: BridgeContext,
 ) -> String {
     let limits = ctx.limits.clone();
-    let mut requests = Requests::new(limits.max_message_len);
+    let mut requests = Requests::new(limits.max_message_len, limits.max_copy);
     let mut from_engine = BytesMut::with_capacity(64 * 1024);
     let mut outstanding = false;
     let attached_at = Instant::now();

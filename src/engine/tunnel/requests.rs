@@ -10,20 +10,26 @@
 //! exact `CopyInResponse` and changes nothing. That response goes to the
 //! client, which then sends its data; the data is collected up to
 //! `CopyDone`/`CopyFail`, and the statement and its data go out as one request
-//! whose own `CopyInResponse` is dropped. A COPY FROM STDIN that cannot be
-//! carried so (inside a multi-statement query, or over the extended protocol)
-//! is replaced by a statement that fails with 0A000, so that it never reaches
-//! PGlite.
+//! whose own `CopyInResponse` is dropped. Data beyond `max_copy` bytes is not
+//! collected: a statement that fails with 54000 goes out instead of the COPY
+//! (the client gets the error as from a server that rejected its data) and
+//! the rest of the data is dropped as it comes. A COPY FROM STDIN that cannot
+//! be carried so never reaches PGlite: inside a multi-statement query it is
+//! replaced by a statement that fails with 0A000; over the extended protocol
+//! its `Parse` is replaced by one that fails, whose error is replaced by a
+//! 0A000 that says why, so that the driver learns it when it prepares the
+//! statement.
 
 use bytes::{Buf, BufMut, BytesMut};
 
+use crate::protocol::error::{PgError, sqlstate};
 use crate::protocol::frame::{self, Reader};
 use crate::sql::lexer::{self, Kind, Token};
 
 /// Savepoint that keeps a probe from touching an open transaction.
 const PROBE_SAVEPOINT: &str = "pgshare_copy_probe";
 
-/// Refuses a COPY FROM STDIN that cannot be carried whole.
+/// Refuses a COPY FROM STDIN among other statements of a simple query.
 const UNSUPPORTED_COPY: &str = "DO $pgshare$BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE = 'COPY FROM STDIN must be the only statement of a simple query on a database shared by a host', HINT = 'send the COPY statement alone (as psql''s \\copy does)'; END$pgshare$";
 
 enum Mode {
@@ -37,6 +43,9 @@ enum Mode {
     /// The COPY with its data is out; its reply is collected here to drop
     /// the repeated `CopyInResponse`.
     Copying { reply: BytesMut },
+    /// A `Parse` of a COPY FROM STDIN, made to fail, is out; its reply is
+    /// collected here to say why in its error.
+    Refusing { reply: BytesMut },
 }
 
 pub struct Requests {
@@ -49,9 +58,14 @@ pub struct Requests {
     mode: Mode,
     /// The next `Query` goes out as it is: its probe found no COPY to run.
     send_plainly: bool,
+    /// The client's COPY data went over `max_copy`: the rest of it is dropped
+    /// up to its `CopyDone` or `CopyFail`.
+    dropping_copy_data: bool,
     /// Where the status scan is inside the reply being relayed.
     scan: StatusScan,
     max_message_len: usize,
+    /// The most COPY data collected for one statement.
+    max_copy: usize,
 }
 
 /// What to do next.
@@ -63,15 +77,17 @@ pub enum Step {
 }
 
 impl Requests {
-    pub fn new(max_message_len: usize) -> Self {
+    pub fn new(max_message_len: usize, max_copy: usize) -> Self {
         Self {
             pending: BytesMut::new(),
             started: false,
             status: b'I',
             mode: Mode::Forwarding,
             send_plainly: false,
+            dropping_copy_data: false,
             scan: StatusScan::default(),
             max_message_len,
+            max_copy,
         }
     }
 
@@ -100,6 +116,16 @@ impl Requests {
         if let Mode::Collecting { request } = &mut self.mode {
             while let Some(message) = split(&mut self.pending, self.max_message_len)? {
                 let ends = matches!(message[0], b'c' | b'f');
+                if !ends && request.len() + message.len() > self.max_copy {
+                    // Instead of the COPY, a statement that fails as the
+                    // COPY would have for bad data: the client gets the
+                    // error, an open transaction is failed.
+                    let mut failing = BytesMut::new();
+                    push_query(&mut failing, too_much_copy_data(self.max_copy).as_bytes());
+                    self.mode = Mode::Forwarding;
+                    self.dropping_copy_data = true;
+                    return Ok(Step::Send(failing));
+                }
                 request.extend_from_slice(&message);
                 if ends {
                     let request = std::mem::take(request);
@@ -113,6 +139,10 @@ impl Requests {
         }
         let mut request = BytesMut::new();
         while let Some(message) = split(&mut self.pending, self.max_message_len)? {
+            if self.dropping_copy_data {
+                self.dropping_copy_data = !matches!(message[0], b'c' | b'f');
+                continue;
+            }
             let copy = match message[0] {
                 b'Q' => copy_from_stdin(&query_text(&message)),
                 b'P' => match parse_text(&message) {
@@ -123,7 +153,17 @@ impl Requests {
             };
             match copy {
                 Copy::None => request.extend_from_slice(&message),
-                Copy::Unsupported => request.extend_from_slice(&replace_sql(&message)),
+                Copy::Unsupported if message[0] == b'P' => {
+                    if !request.is_empty() {
+                        prepend(&mut self.pending, &message);
+                        return Ok(Step::Send(request));
+                    }
+                    self.mode = Mode::Refusing {
+                        reply: BytesMut::new(),
+                    };
+                    return Ok(Step::Send(failing_parse(&message)));
+                }
+                Copy::Unsupported => request.extend_from_slice(&unsupported_copy_query()),
                 Copy::Alone if self.send_plainly || self.status == b'E' => {
                     self.send_plainly = false;
                     request.extend_from_slice(&message);
@@ -193,6 +233,24 @@ impl Requests {
                     self.status = status;
                 }
                 remove_first(&mut reply, b'G');
+                reply
+            }
+            Mode::Refusing { reply } => {
+                reply.extend_from_slice(part);
+                if !last {
+                    return BytesMut::new();
+                }
+                let reply = std::mem::take(reply);
+                self.mode = Mode::Forwarding;
+                if let Some(status) = self.scan.feed(&reply) {
+                    self.status = status;
+                }
+                if reply.first() == Some(&b'E') {
+                    let failed = first_message_len(&reply);
+                    let mut answer = BytesMut::from(&extended_copy_error()[..]);
+                    answer.extend_from_slice(&reply[failed..]);
+                    return answer;
+                }
                 reply
             }
         }
@@ -311,27 +369,54 @@ fn parse_text(message: &[u8]) -> Option<&[u8]> {
     reader.cstr().ok()
 }
 
-/// `message` (a `Query` or `Parse`) with its SQL replaced by a statement that
-/// fails with 0A000.
-fn replace_sql(message: &[u8]) -> BytesMut {
-    let mut reader = Reader::new(frame::body(message));
-    let mut body = Vec::new();
-    if message[0] == b'P' {
-        let name = reader.cstr().unwrap_or_default();
-        let _sql = reader.cstr();
-        body.extend_from_slice(name);
-        body.push(0);
-        body.extend_from_slice(UNSUPPORTED_COPY.as_bytes());
-        body.push(0);
-        // No parameter types: the replacement takes none.
-        body.extend_from_slice(&0i16.to_be_bytes());
-    } else {
-        body.extend_from_slice(UNSUPPORTED_COPY.as_bytes());
-        body.push(0);
-    }
+/// A `Query` to send instead of one whose COPY FROM STDIN cannot be carried:
+/// it fails with 0A000.
+fn unsupported_copy_query() -> BytesMut {
+    let mut body = UNSUPPORTED_COPY.as_bytes().to_vec();
+    body.push(0);
     let mut out = BytesMut::new();
-    push(&mut out, message[0], &body);
+    push(&mut out, b'Q', &body);
     out
+}
+
+/// `parse` with its SQL replaced by text that fails to parse, so that
+/// PostgreSQL answers it with an error and skips the rest up to `Sync`.
+fn failing_parse(parse: &[u8]) -> BytesMut {
+    let name = Reader::new(frame::body(parse)).cstr().unwrap_or_default();
+    let mut body = name.to_vec();
+    body.push(0);
+    body.extend_from_slice(b"pgshare refuses COPY FROM STDIN here\0");
+    // No parameter types.
+    body.extend_from_slice(&0i16.to_be_bytes());
+    let mut out = BytesMut::new();
+    push(&mut out, b'P', &body);
+    out
+}
+
+/// What a client that prepares a COPY FROM STDIN gets.
+fn extended_copy_error() -> Vec<u8> {
+    PgError::error(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        "COPY FROM STDIN over the extended protocol is not supported on a database shared by a host",
+    )
+    .with_hint(
+        "send the COPY statement alone in a simple query, as psql's \\copy, pgbench, psycopg, pgx and JDBC's CopyManager do",
+    )
+    .to_bytes()
+}
+
+/// The length of the first whole message in `bytes`.
+fn first_message_len(bytes: &[u8]) -> usize {
+    let len = i32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    1 + usize::try_from(len).unwrap_or(0)
+}
+
+/// A statement that fails with 54000, for a COPY whose data went over
+/// `max_copy` bytes.
+fn too_much_copy_data(max_copy: usize) -> String {
+    format!(
+        "DO $pgshare$BEGIN RAISE EXCEPTION USING ERRCODE = 'program_limit_exceeded', MESSAGE = 'the COPY data is larger than {max_copy} bytes, the most pgshare sends a host in one request', HINT = 'split the data into several COPY statements, or raise --tunnel-max-copy'; END$pgshare$"
+    )
 }
 
 fn push_query(out: &mut BytesMut, sql: &[u8]) {
@@ -462,7 +547,7 @@ mod tests {
     }
 
     fn started() -> Requests {
-        let mut requests = Requests::new(1 << 20);
+        let mut requests = Requests::new(1 << 20, 1 << 10);
         requests.started = true;
         requests
     }
@@ -528,6 +613,37 @@ mod tests {
     }
 
     #[test]
+    fn copy_data_over_the_limit_fails_the_copy_and_is_dropped() {
+        let mut requests = started();
+        requests.push(&query("COPY t FROM STDIN"));
+        sent(requests.next().unwrap());
+        let mut probe_reply = message(b'G', &[0, 0, 0]);
+        probe_reply.extend_from_slice(&message(b'E', b"SERROR\0\0"));
+        probe_reply.extend_from_slice(&message(b'Z', b"I"));
+        requests.reply(&probe_reply, true);
+        requests.push(&message(b'd', &[b'x'; 600]));
+        assert!(matches!(requests.next().unwrap(), Step::Wait));
+        requests.push(&message(b'd', &[b'x'; 600]));
+        let failing = sent(requests.next().unwrap());
+        assert_eq!(tags(&failing), "Q", "the COPY and its data stay here");
+        let sql = String::from_utf8(query_text(&failing)).unwrap();
+        assert!(sql.contains("program_limit_exceeded"), "{sql}");
+        let mut reply = message(b'E', b"SERROR\0C54000\0\0");
+        reply.extend_from_slice(&message(b'Z', b"I"));
+        assert_eq!(
+            tags(&requests.reply(&reply, true)),
+            "EZ",
+            "the client gets the error"
+        );
+        requests.push(&message(b'd', &[b'x'; 600]));
+        requests.push(&message(b'c', b""));
+        requests.push(&query("SELECT 1"));
+        let next = sent(requests.next().unwrap());
+        assert_eq!(tags(&next), "Q", "the rest of the data is dropped");
+        assert_eq!(query_text(&next), b"SELECT 1");
+    }
+
+    #[test]
     fn a_probe_inside_a_transaction_uses_a_savepoint() {
         let mut requests = started();
         requests.push(&query("BEGIN"));
@@ -565,10 +681,21 @@ mod tests {
         requests.push(&query("BEGIN; COPY t FROM STDIN; COMMIT"));
         let replaced = sent(requests.next().unwrap());
         assert_eq!(query_text(&replaced), UNSUPPORTED_COPY.as_bytes());
+        requests.reply(&message(b'Z', b"I"), true);
         requests.push(&message(b'P', b"s\0COPY t FROM STDIN\0\0\0"));
+        requests.push(&message(b'S', b""));
         let replaced = sent(requests.next().unwrap());
-        assert_eq!(parse_text(&replaced), Some(UNSUPPORTED_COPY.as_bytes()));
+        assert_eq!(tags(&replaced), "P", "the Parse goes alone");
         assert_eq!(&replaced[5..7], b"s\0", "the statement keeps its name");
+        let sql = parse_text(&replaced).unwrap();
+        assert_eq!(copy_from_stdin(sql), Copy::None);
+        let mut failed = message(b'E', b"SERROR\0C42601\0\0");
+        failed.extend_from_slice(&message(b'Z', b"I"));
+        let answer = requests.reply(&failed, true);
+        assert_eq!(tags(&answer), "EZ");
+        let error = PgError::fatal_from_response(&answer[..first_message_len(&answer)]);
+        assert_eq!(error.code, sqlstate::FEATURE_NOT_SUPPORTED);
+        assert_eq!(tags(&sent(requests.next().unwrap())), "S");
     }
 
     #[test]
