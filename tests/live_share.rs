@@ -126,6 +126,72 @@ async fn a_browser_tab_shares_its_pglite_with_psql_pgbench_and_pg_dump() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_host_keep_their_own_sessions() {
+    let (gateway, http) = gateway().await;
+    let _host = Host::node(http, "app", &token_for("app"));
+    let (a, _) = gateway.connect_as("postgres", "", "app").await.unwrap();
+    let (b, _) = gateway.connect_as("postgres", "", "app").await.unwrap();
+    let (listener, mut connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(gateway.port)
+        .user("postgres")
+        .dbname("app")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (heard, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notification(notification) = message {
+                let _ = heard.send(notification.payload().to_string());
+            }
+        }
+    });
+    listener.batch_execute("LISTEN news").await.unwrap();
+
+    // Each client's first statement is named s0 by tokio-postgres.
+    let default_path: String = b.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    let on_a = a.prepare("SELECT 'a'").await.unwrap();
+    let on_b = b.prepare("SELECT 'b'").await.unwrap();
+    a.batch_execute("CREATE TABLE t (n int); SET search_path = nowhere, public")
+        .await
+        .unwrap();
+    let mine: String = a.query_one(&on_a, &[]).await.unwrap().get(0);
+    let theirs: String = b.query_one(&on_b, &[]).await.unwrap().get(0);
+    assert_eq!((mine.as_str(), theirs.as_str()), ("a", "b"));
+    let path: String = b.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(path, default_path, "a's setting stays a's");
+    let path: String = a.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(path, "nowhere, public");
+
+    // A transaction is a's alone: b waits for it, then sees its result.
+    a.batch_execute("BEGIN; INSERT INTO t VALUES (1); NOTIFY news, 'from a'")
+        .await
+        .unwrap();
+    let count = tokio::spawn(async move {
+        let count: i64 = b
+            .query_one("SELECT count(*) FROM t", &[])
+            .await
+            .unwrap()
+            .get(0);
+        count
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!count.is_finished(), "b ran inside a's transaction");
+    assert!(
+        notifications.try_recv().is_err(),
+        "a notification before its commit"
+    );
+    a.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(count.await.unwrap(), 1);
+    let heard = tokio::time::timeout(Duration::from_secs(10), notifications.recv())
+        .await
+        .expect("the idle listener hears the notification");
+    assert_eq!(heard.as_deref(), Some("from a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tls_host_name_reaches_a_hosts_database() {
     let http = free_port();
     let gateway = Pgshare::start(
