@@ -72,21 +72,39 @@ fn psql(url: &str, sql: &str) -> String {
     )
 }
 
-/// psql creates a table, pgbench loads its tables (COPY FROM STDIN) and
-/// runs 8 select-only clients at once, and pg_dump dumps it all.
+/// psql creates a table and pgbench loads its tables (COPY FROM STDIN); then,
+/// while 8 select-only pgbench clients run, pg_dump dumps it all and psql
+/// writes and reads.
 async fn clients_share_the_host(url: String) {
     psql(&url, "CREATE TABLE notes (id int PRIMARY KEY, body text)");
     psql(&url, "INSERT INTO notes VALUES (1, 'shared')");
     run("pgbench", &["-i", "-s", "1", "-q", &url]);
     let bench_url = url.clone();
-    let output = tokio::task::spawn_blocking(move || {
+    let bench = tokio::task::spawn_blocking(move || {
         run(
             "pgbench",
-            &["-S", "-c", "8", "-j", "2", "-T", "5", "-n", &bench_url],
+            &["-S", "-c", "8", "-j", "2", "-T", "15", "-n", &bench_url],
+        )
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let dump_url = url.clone();
+    let dump = tokio::task::spawn_blocking(move || run(pg_dump().to_str().unwrap(), &[&dump_url]))
+        .await
+        .unwrap();
+    let psql_url = url.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        psql(
+            &psql_url,
+            "INSERT INTO notes VALUES (2, 'during the load'); SELECT count(*) FROM notes",
         )
     })
     .await
     .unwrap();
+    assert!(
+        !bench.is_finished(),
+        "pg_dump and psql ran while pgbench ran"
+    );
+    let output = bench.await.unwrap();
     let failed = output
         .lines()
         .find(|line| line.starts_with("number of failed transactions"))
@@ -98,13 +116,13 @@ async fn clients_share_the_host(url: String) {
         .and_then(|count| count.split('/').next()?.trim().parse().ok())
         .unwrap_or_else(|| panic!("pgbench printed no count:\n{output}"));
     assert!(processed > 0, "{output}");
-    let dump = run(pg_dump().to_str().unwrap(), &[&url]);
     assert!(dump.contains("CREATE TABLE public.notes"), "{dump}");
     assert!(dump.contains("1\tshared"), "the dump holds the row");
     assert!(
         dump.contains("COPY public.pgbench_accounts"),
         "the dump holds pgbench's tables"
     );
+    assert!(written.trim().ends_with('2'), "{written}");
     assert_eq!(
         psql(&url, "SELECT count(*) FROM pgbench_accounts").trim(),
         "100000"
