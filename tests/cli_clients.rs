@@ -2,27 +2,8 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::Gateway;
-
-fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .output()
-        .unwrap_or_else(|err| {
-            panic!("{program} must be installed (it is in the README's requirements): {err}")
-        });
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
-    );
-    stdout + &stderr
-}
+use support::programs::{failed_transactions, psql, run};
 
 async fn run_async(program: &'static str, args: Vec<String>) -> String {
     tokio::task::spawn_blocking(move || {
@@ -31,13 +12,6 @@ async fn run_async(program: &'static str, args: Vec<String>) -> String {
     })
     .await
     .unwrap()
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    run(
-        "psql",
-        &[url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
-    )
 }
 
 fn balance_sums(url: &str) -> Vec<String> {
@@ -50,14 +24,6 @@ fn balance_sums(url: &str) -> Vec<String> {
     .split('|')
     .map(str::to_string)
     .collect()
-}
-
-fn failed_transactions(output: &str) -> String {
-    output
-        .lines()
-        .find(|line| line.starts_with("number of failed transactions"))
-        .unwrap_or_else(|| panic!("pgbench printed no failure count:\n{output}"))
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,34 +11,33 @@ use std::time::Duration;
 use pgshare::engine::tunnel::token;
 use support::hosts::{Host, pg_dump};
 use support::process::{Pgshare, free_port};
+use support::programs::{failed_transactions, psql, run};
 
 const SECRET: &str = "a tunnel secret of at least 32 characters";
 
-/// A gateway with its HTTP port open for hosts; queries wait one second for
-/// a host that left.
-async fn gateway() -> (Pgshare, u16) {
+/// A gateway with its HTTP port open for hosts that present tokens signed
+/// with `SECRET`, started with the flags `extra` besides.
+async fn gateway_with(extra: &[&str]) -> (Pgshare, u16) {
     let http = free_port();
-    let gateway = Pgshare::start(
-        &[
-            "--memory",
-            "--ssl",
-            "off",
-            "--http",
-            &format!("127.0.0.1:{http}"),
-            "--tunnel-secret",
-            SECRET,
-            "--tunnel-host-wait",
-            "1",
-            "--pglite-dist",
-            support::hosts::js_dir()
-                .join("node_modules/@electric-sql/pglite/dist")
-                .to_str()
-                .unwrap(),
-        ],
-        Stdio::inherit(),
-    )
-    .await;
-    (gateway, http)
+    let http_addr = format!("127.0.0.1:{http}");
+    let mut args = vec!["--memory", "--http", &http_addr, "--tunnel-secret", SECRET];
+    args.extend_from_slice(extra);
+    (Pgshare::start(&args, Stdio::inherit()).await, http)
+}
+
+/// A gateway without TLS whose queries wait one second for a host that left,
+/// serving PGlite to the share page.
+async fn gateway() -> (Pgshare, u16) {
+    let dist = support::hosts::js_dir().join("node_modules/@electric-sql/pglite/dist");
+    gateway_with(&[
+        "--ssl",
+        "off",
+        "--tunnel-host-wait",
+        "1",
+        "--pglite-dist",
+        dist.to_str().unwrap(),
+    ])
+    .await
 }
 
 fn token_for(database: &str) -> String {
@@ -47,29 +46,6 @@ fn token_for(database: &str) -> String {
 
 fn url(gateway: &Pgshare, database: &str) -> String {
     format!("postgres://postgres@127.0.0.1:{}/{database}", gateway.port)
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .output()
-        .unwrap_or_else(|err| panic!("{program} must be installed (see the README): {err}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
-    );
-    stdout + &stderr
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    run(
-        "psql",
-        &[url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
-    )
 }
 
 /// psql creates a table and pgbench loads its tables (COPY FROM STDIN); then,
@@ -105,10 +81,7 @@ async fn clients_share_the_host(url: String) {
         "pg_dump and psql ran while pgbench ran"
     );
     let output = bench.await.unwrap();
-    let failed = output
-        .lines()
-        .find(|line| line.starts_with("number of failed transactions"))
-        .unwrap_or_else(|| panic!("pgbench printed no failure count:\n{output}"));
+    let failed = failed_transactions(&output);
     assert!(failed.contains(": 0 "), "{failed}");
     let processed: u64 = output
         .lines()
@@ -211,20 +184,7 @@ async fn clients_of_a_host_keep_their_own_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tls_host_name_reaches_a_hosts_database() {
-    let http = free_port();
-    let gateway = Pgshare::start(
-        &[
-            "--memory",
-            "--sni-domain",
-            "db.example.test",
-            "--http",
-            &format!("127.0.0.1:{http}"),
-            "--tunnel-secret",
-            SECRET,
-        ],
-        Stdio::inherit(),
-    )
-    .await;
+    let (gateway, http) = gateway_with(&["--sni-domain", "db.example.test"]).await;
     let _host = Host::node(http, "app", &token_for("app"));
     psql(
         &url(&gateway, "app"),
@@ -311,20 +271,8 @@ async fn a_configured_tunnel_database_waits_for_its_host() {
         "[databases.tab]\ntunnel = true\ntunnel_secret = \"this database's own secret\"\n",
     )
     .unwrap();
-    let http = free_port();
-    let gateway = Pgshare::start(
-        &[
-            "--memory",
-            "--ssl",
-            "off",
-            "--http",
-            &format!("127.0.0.1:{http}"),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        Stdio::inherit(),
-    )
-    .await;
+    let (gateway, http) =
+        gateway_with(&["--ssl", "off", "--config", config.to_str().unwrap()]).await;
     let Err(err) = gateway.connect_as("postgres", "", "tab").await else {
         panic!("no host is attached yet");
     };
@@ -348,22 +296,7 @@ async fn a_configured_tunnel_database_waits_for_its_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_pglite_reconnecting_keeps_its_data_and_its_clients() {
-    let http = free_port();
-    let gateway = Pgshare::start(
-        &[
-            "--memory",
-            "--ssl",
-            "off",
-            "--http",
-            &format!("127.0.0.1:{http}"),
-            "--tunnel-secret",
-            SECRET,
-            "--tunnel-lifetime",
-            "2",
-        ],
-        Stdio::inherit(),
-    )
-    .await;
+    let (gateway, http) = gateway_with(&["--ssl", "off", "--tunnel-lifetime", "2"]).await;
     let _host = Host::node(http, "app", &token_for("app"));
     let (client, _) = gateway.connect_as("postgres", "", "app").await.unwrap();
     client
@@ -404,22 +337,7 @@ async fn the_same_pglite_reconnecting_keeps_its_data_and_its_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_the_host_cannot_take_fails_alone() {
-    let http = free_port();
-    let gateway = Pgshare::start(
-        &[
-            "--memory",
-            "--ssl",
-            "off",
-            "--http",
-            &format!("127.0.0.1:{http}"),
-            "--tunnel-secret",
-            SECRET,
-            "--tunnel-max-copy",
-            "100000",
-        ],
-        Stdio::inherit(),
-    )
-    .await;
+    let (gateway, http) = gateway_with(&["--ssl", "off", "--tunnel-max-copy", "100000"]).await;
     let _host = Host::node(http, "app", &token_for("app"));
     let url = url(&gateway, "app");
     psql(&url, "CREATE TABLE numbers (n int)");

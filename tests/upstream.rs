@@ -6,6 +6,7 @@ mod support;
 use std::process::Command;
 
 use support::postgres::Postgres;
+use support::programs::run;
 use support::{Gateway, test_config};
 
 /// A gateway serving `upstream_url` with up to `pool_size` server sessions.
@@ -14,20 +15,6 @@ async fn gateway_for(upstream_url: &str, pool_size: usize) -> Gateway {
     config.upstream = Some(pgshare::engine::upstream::Upstream::parse(upstream_url).unwrap());
     config.pool_size = pool_size;
     Gateway::start_with(config).await
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .expect("run a client program");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed:\n{text}"
-    );
-    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

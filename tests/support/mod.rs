@@ -5,6 +5,7 @@
 pub mod hosts;
 pub mod postgres;
 pub mod process;
+pub mod programs;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
