@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 #[command(
     name = "pgshare",
     version,
-    about = "A Postgres gateway: many clients share embedded PGlite engines or a pooled PostgreSQL server, each as if it had its own connection"
+    about = "A Postgres gateway: many clients share embedded PGlite engines, a pooled PostgreSQL server, or a PGlite in a browser tab or Node process, each as if it had its own connection"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,9 +36,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve embedded PGlite databases (or a PostgreSQL server) to Postgres
-    /// clients: psql, pgbench, drivers, ORMs, IDEs. Every flag can also be
-    /// set by its PGSHARE_* variable or in the --config file.
+    /// Serve embedded PGlite databases, PostgreSQL servers, and PGlite hosts
+    /// that attach over WebSockets to Postgres clients: psql, pgbench,
+    /// drivers, ORMs, IDEs. Every flag can also be set by its PGSHARE_*
+    /// variable or in the --config file.
     Serve(Box<ServeArgs>),
     /// Print a token that lets a host (a browser tab or a Node process with
     /// pgshare-host) serve DATABASE through `pgshare serve --tunnel-secret`:
