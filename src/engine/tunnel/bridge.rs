@@ -89,7 +89,10 @@ pub async fn run(
                         shut(&mut socket, close::GOING_AWAY, "the database was closed").await;
                         return "the database was closed".into();
                     }
-                    Ok(_) => requests.push(&from_engine.split()),
+                    Ok(_) => {
+                        requests.push(&from_engine);
+                        from_engine.clear();
+                    }
                 }
             }
             frame = socket.recv() => {

@@ -144,7 +144,7 @@ impl Requests {
                 continue;
             }
             let copy = match message[0] {
-                b'Q' => copy_from_stdin(&query_text(&message)),
+                b'Q' => copy_from_stdin(query_text(&message)),
                 b'P' => match parse_text(&message) {
                     Some(sql) if copy_from_stdin(sql) != Copy::None => Copy::Unsupported,
                     _ => Copy::None,
@@ -174,7 +174,7 @@ impl Requests {
                         prepend(&mut self.pending, &message);
                         return Ok(Step::Send(request));
                     }
-                    let probe = probe(&query_text(&message), self.status);
+                    let probe = probe(query_text(&message), self.status);
                     self.mode = Mode::Probing {
                         query: message,
                         reply: BytesMut::new(),
@@ -356,11 +356,8 @@ fn probe(sql: &[u8], status: u8) -> BytesMut {
     out
 }
 
-fn query_text(message: &[u8]) -> Vec<u8> {
-    Reader::new(frame::body(message))
-        .cstr()
-        .map(<[u8]>::to_vec)
-        .unwrap_or_default()
+fn query_text(message: &[u8]) -> &[u8] {
+    Reader::new(frame::body(message)).cstr().unwrap_or_default()
 }
 
 fn parse_text(message: &[u8]) -> Option<&[u8]> {
@@ -626,7 +623,7 @@ mod tests {
         requests.push(&message(b'd', &[b'x'; 600]));
         let failing = sent(requests.next().unwrap());
         assert_eq!(tags(&failing), "Q", "the COPY and its data stay here");
-        let sql = String::from_utf8(query_text(&failing)).unwrap();
+        let sql = String::from_utf8_lossy(query_text(&failing));
         assert!(sql.contains("program_limit_exceeded"), "{sql}");
         let mut reply = message(b'E', b"SERROR\0C54000\0\0");
         reply.extend_from_slice(&message(b'Z', b"I"));
