@@ -158,7 +158,7 @@ async fn attach(
         "type": "hello",
         "protocol": 1,
         "database": database,
-        "connection_string": connection_string(http.postgres_addr, &database),
+        "connection_string": connection_string(http.postgres_addr, host_name(&headers), &database),
         "heartbeat_ms": config.tunnel.heartbeat.as_millis() as u64,
         "max_frame": config.tunnel.max_frame,
     });
@@ -224,9 +224,29 @@ async fn host(
     info!("the host of database \"{database}\" left: {why}");
 }
 
-/// How a client reaches `database` through the gateway.
-fn connection_string(addr: Option<SocketAddr>, database: &str) -> Option<String> {
+/// The host name the host reached the gateway by (its `Host` header).
+fn host_name(headers: &HeaderMap) -> Option<&str> {
+    let authority: &str = headers.get(header::HOST)?.to_str().ok()?;
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// How a client reaches `database` through the gateway: at the Postgres
+/// address, or, when that listens on every interface, at the host name the
+/// host used.
+fn connection_string(
+    addr: Option<SocketAddr>,
+    host_name: Option<&str>,
+    database: &str,
+) -> Option<String> {
     let addr = addr?;
+    let host = match host_name {
+        Some(name) if addr.ip().is_unspecified() => format!("{name}:{}", addr.port()),
+        _ => addr.to_string(),
+    };
     let encoded: String = database
         .bytes()
         .map(|byte| match byte {
@@ -236,7 +256,7 @@ fn connection_string(addr: Option<SocketAddr>, database: &str) -> Option<String>
             other => format!("%{other:02X}"),
         })
         .collect();
-    Some(format!("postgres://postgres@{addr}/{encoded}"))
+    Some(format!("postgres://postgres@{host}/{encoded}"))
 }
 
 #[cfg(test)]
@@ -259,8 +279,25 @@ mod tests {
     fn connection_strings_encode_the_database_name() {
         let addr = "127.0.0.1:5432".parse().ok();
         assert_eq!(
-            connection_string(addr, "my app").as_deref(),
+            connection_string(addr, Some("ignored"), "my app").as_deref(),
             Some("postgres://postgres@127.0.0.1:5432/my%20app")
         );
+    }
+
+    #[test]
+    fn a_gateway_on_every_interface_is_named_as_the_host_reached_it() {
+        let addr = "0.0.0.0:5432".parse().ok();
+        let mut headers = HeaderMap::new();
+        for (host, expected) in [
+            ("db.example.com:8080", "db.example.com:5432"),
+            ("db.example.com", "db.example.com:5432"),
+            ("[::1]:8080", "[::1]:5432"),
+        ] {
+            headers.insert(header::HOST, host.parse().unwrap());
+            assert_eq!(
+                connection_string(addr, host_name(&headers), "app").as_deref(),
+                Some(format!("postgres://postgres@{expected}/app").as_str())
+            );
+        }
     }
 }
