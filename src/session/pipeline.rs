@@ -54,10 +54,13 @@ pub fn is_self_contained(sql: &[u8]) -> bool {
 /// When everything in `pending` is exactly one pipelinable unit, the number of
 /// `ReadyForQuery` messages that answer it (always 1).
 pub fn single_pipelinable_unit(pending: &VecDeque<BytesMut>, names: &Namespace) -> Option<u32> {
+    // Flushes after the end of the unit ask for nothing more (libpq's
+    // pipeline mode sends one after each Sync).
+    let len = pending.len() - pending.iter().rev().take_while(|m| m[0] == b'H').count();
     let first = pending.front()?;
     if first[0] == b'Q' {
         let sql = Reader::new(frame::body(first)).cstr().ok()?;
-        return (pending.len() == 1 && is_self_contained(sql)).then_some(1);
+        return (len == 1 && is_self_contained(sql)).then_some(1);
     }
     // Parse, Bind, Describe and Close never change the transaction state;
     // only what an Execute runs can.
@@ -95,7 +98,7 @@ pub fn single_pipelinable_unit(pending: &VecDeque<BytesMut>, names: &Namespace) 
                 }
             }
             b'D' | b'C' => {}
-            b'S' => return (index + 1 == pending.len()).then_some(1),
+            b'S' => return (index + 1 == len).then_some(1),
             _ => return None,
         }
     }
@@ -218,5 +221,23 @@ mod tests {
         assert_eq!(single_pipelinable_unit(&two, &names), None);
         let flush: VecDeque<_> = [parse("", "SELECT 1"), message(b'H', b"")].into();
         assert_eq!(single_pipelinable_unit(&flush, &names), None);
+    }
+
+    #[test]
+    fn flushes_after_the_end_of_a_unit_do_not_change_it() {
+        let names = Namespace::new(1);
+        let flush = || message(b'H', b"");
+        let simple: VecDeque<_> = [message(b'Q', b"SELECT 1\0"), flush()].into();
+        assert_eq!(single_pipelinable_unit(&simple, &names), Some(1));
+        let extended: VecDeque<_> = [
+            parse("", "SELECT 1"),
+            bind("", ""),
+            execute(""),
+            message(b'S', b""),
+            flush(),
+            flush(),
+        ]
+        .into();
+        assert_eq!(single_pipelinable_unit(&extended, &names), Some(1));
     }
 }

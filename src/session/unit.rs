@@ -42,7 +42,10 @@ impl UnitOfWork {
                 self.unsynced = true;
                 self.last_command = tag;
             }
-            b'P' | b'B' | b'D' | b'C' | b'H' => self.unsynced = true,
+            b'P' | b'B' | b'D' | b'C' => self.unsynced = true,
+            // A Flush asks for what is buffered; it neither opens nor ends
+            // an extended-protocol sequence (libpq's pipeline mode sends
+            // one after its Sync).
             _ => {}
         }
     }
@@ -126,6 +129,20 @@ mod tests {
         assert!(!unit.answered());
         assert!(unit.unsynced());
         unit.sent(b'S');
+        unit.received(b'Z');
+        assert!(unit.answered());
+    }
+
+    #[test]
+    fn a_flush_after_a_query_or_a_sync_leaves_nothing_unanswered() {
+        let mut unit = UnitOfWork::default();
+        unit.sent(b'Q');
+        unit.sent(b'H');
+        unit.received(b'Z');
+        assert!(unit.answered());
+        for tag in *b"PBESH" {
+            unit.sent(tag);
+        }
         unit.received(b'Z');
         assert!(unit.answered());
     }

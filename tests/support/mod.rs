@@ -6,6 +6,7 @@ pub mod hosts;
 pub mod postgres;
 pub mod process;
 pub mod programs;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
