@@ -139,11 +139,15 @@ pub struct Config {
     pub auth: AuthMethod,
     /// Roles clients may log in as, with their passwords when they have one.
     pub users: HashMap<String, Option<Secret>>,
+    /// Roles that may open the admin console (database `pgshare`).
+    pub admin_users: Vec<String>,
     pub max_client_conn: usize,
     pub max_message_len: usize,
     pub idle_in_transaction_timeout: Option<Duration>,
     pub query_wait_timeout: Option<Duration>,
     pub client_login_timeout: Option<Duration>,
+    /// At shutdown, how long running units of work may take to finish.
+    pub shutdown_timeout: Duration,
 }
 
 impl Config {

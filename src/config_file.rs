@@ -55,6 +55,8 @@ pub struct AuthSection {
     /// More roles: name = password (plain or a SCRAM-SHA-256 secret).
     #[serde(default)]
     pub users: HashMap<String, String>,
+    /// Roles that may open the admin console.
+    pub admin_users: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -224,6 +226,7 @@ impl ConfigFile {
                 config.users.insert(name, Some(secret));
             }
         }
+        set!("admin_users", config.admin_users, self.auth.admin_users);
         for (name, password) in self.auth.users {
             let secret = Secret::parse(&password)
                 .with_context(|| format!("in [auth.users], role \"{name}\""))?;

@@ -79,6 +79,21 @@ impl Database {
         self.host.is_some()
     }
 
+    /// What serves it: `embedded`, `upstream` or `tunnel`.
+    pub fn engine_kind(&self) -> &'static str {
+        match (&self.host, self.embedded) {
+            (Some(_), _) => "tunnel",
+            (None, true) => "embedded",
+            (None, false) => "upstream",
+        }
+    }
+
+    /// Whether its engine is there now: always, but for a tunnel database
+    /// whose host is away.
+    pub fn engine_present(&self) -> bool {
+        self.host.as_ref().is_none_or(|slot| slot.is_attached())
+    }
+
     /// What a client gets when no engine session can be had for a new unit
     /// of work: with a host away, an error that leaves the client connected
     /// to try again; otherwise the end of the connection.
@@ -196,6 +211,9 @@ pub struct Registry {
     host_wait: Duration,
     /// One open, create or drop at a time.
     changing: tokio::sync::Mutex<()>,
+    /// Engines opened and closed since the start.
+    engines_opened: AtomicUsize,
+    engines_closed: AtomicUsize,
 }
 
 impl Registry {
@@ -221,6 +239,7 @@ impl Registry {
                 Storage::Memory => {}
             }
         }
+        let upstream_count = upstream.len();
         let registry = Self {
             embedded,
             open: Mutex::new(
@@ -237,6 +256,8 @@ impl Registry {
             ),
             host_wait,
             changing: tokio::sync::Mutex::new(()),
+            engines_opened: AtomicUsize::new(upstream_count),
+            engines_closed: AtomicUsize::new(0),
         };
         if registry.embedded.is_some() {
             // `postgres` and the configured embedded databases exist from the
@@ -392,7 +413,7 @@ impl Registry {
             return Ok(false);
         }
         if let Some(database) = removed {
-            database.close().await;
+            self.close(&database).await;
         }
         if let Some(dir) = self.directory(name)
             && on_disk
@@ -483,7 +504,7 @@ impl Registry {
     pub async fn close_all(&self) {
         let databases: Vec<Arc<Database>> = lock(&self.open).drain().map(|(_, db)| db).collect();
         for database in databases {
-            database.close().await;
+            self.close(&database).await;
         }
     }
 
@@ -530,7 +551,7 @@ impl Registry {
                 "closing database \"{}\", idle the longest, to stay within --max-open-engines",
                 database.name
             );
-            database.close().await;
+            self.close(&database).await;
         }
         Ok(())
     }
@@ -621,7 +642,30 @@ impl Registry {
         lock(&self.open).contains_key(name)
     }
 
+    /// Closes `database`, which is out of the registry already.
+    async fn close(&self, database: &Database) {
+        database.close().await;
+        self.engines_closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Engines opened and closed since the start.
+    pub fn engine_counts(&self) -> (usize, usize) {
+        (
+            self.engines_opened.load(Ordering::Relaxed),
+            self.engines_closed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The databases hosts serve, and whether each one's host is attached.
+    pub fn tunnel_databases(&self) -> Vec<(String, bool)> {
+        lock(&self.tunnels)
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.is_attached()))
+            .collect()
+    }
+
     fn insert(&self, database: Database) {
+        self.engines_opened.fetch_add(1, Ordering::Relaxed);
         lock(&self.open).insert(database.name.clone(), Arc::new(database));
     }
 
@@ -689,6 +733,12 @@ pub fn validate_name(name: &str) -> Result<(), PgError> {
             format!("invalid database name \"{}\"", name.escape_default()),
         )
         .with_hint("database names may hold letters, digits, and _ - . $ or spaces, and may not start with a dot"));
+    }
+    if name == crate::admin::DATABASE {
+        return Err(PgError::fatal(
+            sqlstate::RESERVED_NAME,
+            format!("database name \"{name}\" is reserved for the admin console"),
+        ));
     }
     if name == "template0" {
         return Err(PgError::fatal(
@@ -764,7 +814,7 @@ async fn close_idle(registry: std::sync::Weak<Registry>, timeout: Duration) {
                 database.name,
                 timeout.as_secs()
             );
-            database.close().await;
+            registry.close(&database).await;
         }
     }
 }

@@ -3,23 +3,25 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
+use crate::activity::Activity;
 use crate::cancel::CancelRegistry;
 use crate::config::{Config, UpstreamPool};
 use crate::database::{Database, EmbeddedOptions, Registry};
 use crate::engine::embedded::Storage;
 use crate::engine::upstream::Upstream;
-use crate::frontend::login::{serve_connection, serve_tcp};
+use crate::frontend::login::{Peer, serve_connection, serve_tcp};
 use crate::frontend::tls::{self, CertificateSource, ClientTls, Connection};
 use crate::pool::PoolLimits;
+use crate::reload::ConfigSource;
 use crate::scheduler::{Connect, Reopen, Scheduler};
 use crate::session::listen::Notifier;
 use crate::session::statements::SessionStatements;
@@ -35,6 +37,12 @@ pub struct Gateway {
     /// Set when the gateway shuts down: running units of work may finish
     /// until this instant; then every client is disconnected with 57P01.
     pub shutdown: watch::Sender<Option<Instant>>,
+    /// What clients and databases do, for the admin console and metrics.
+    pub activity: Arc<Activity>,
+    /// Where `RELOAD` and SIGHUP read the configuration from.
+    config_source: OnceLock<ConfigSource>,
+    /// The admin console's `SHUTDOWN`.
+    shutdown_requested: Notify,
 }
 
 /// What a reload may replace.
@@ -75,6 +83,21 @@ impl Gateway {
             tls,
         };
         Ok(needs_restart)
+    }
+
+    /// Says where reloads read the configuration from (once, at start).
+    pub fn set_config_source(&self, source: ConfigSource) {
+        let _ = self.config_source.set(source);
+    }
+
+    pub fn config_source(&self) -> Option<&ConfigSource> {
+        self.config_source.get()
+    }
+
+    /// Starts the same graceful shutdown as SIGTERM, with the configured
+    /// `shutdown_timeout`.
+    pub fn request_shutdown(&self) {
+        self.shutdown_requested.notify_one();
     }
 
     fn current(&self) -> std::sync::RwLockReadGuard<'_, Current> {
@@ -178,6 +201,9 @@ impl Server {
             registry,
             cancels: CancelRegistry::new(),
             shutdown: watch::Sender::new(None),
+            activity: Activity::new(),
+            config_source: OnceLock::new(),
+            shutdown_requested: Notify::new(),
         });
         Ok(Self {
             gateway,
@@ -205,7 +231,8 @@ impl Server {
         self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// Serves clients until `shutdown` completes with a grace period, then
+    /// Serves clients until `shutdown` completes with a grace period (or
+    /// the admin console's `SHUTDOWN` asks, with `shutdown_timeout`), then
     /// shuts down: no new connections; idle and waiting clients are
     /// disconnected with 57P01 at once, running units of work may finish
     /// within the grace period (then they are rolled back and their clients
@@ -222,7 +249,7 @@ impl Server {
         if let Some(listener) = http {
             if let Ok(addr) = listener.local_addr() {
                 info!(
-                    "Live Share: hosts attach at ws://{addr}/tunnel/<database>; the share page is http://{addr}/share"
+                    "Live Share: hosts attach at ws://{addr}/tunnel/<database>; the share page is http://{addr}/share; Prometheus metrics are at http://{addr}/metrics"
                 );
             }
             accept_tasks.push(tokio::spawn(crate::http::serve(
@@ -246,7 +273,10 @@ impl Server {
             }
             None => None,
         };
-        let grace = shutdown.await;
+        let grace = tokio::select! {
+            grace = shutdown => grace,
+            () = gateway.shutdown_requested.notified() => gateway.config().shutdown_timeout,
+        };
         for task in accept_tasks {
             task.abort();
         }
@@ -263,6 +293,7 @@ impl Server {
         );
         let deadline = Instant::now() + grace;
         gateway.shutdown.send_replace(Some(deadline));
+        gateway.activity.shut_down(deadline);
         // Clients leave at once or by the deadline; rolling back and
         // cleaning up after them takes a moment more.
         let give_up = deadline + Duration::from_secs(5);
@@ -381,7 +412,7 @@ async fn accept_tcp(listener: TcpListener, gateway: Arc<Gateway>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_tcp(stream, peer.to_string(), gateway.clone()));
+                tokio::spawn(serve_tcp(stream, peer, gateway.clone()));
             }
             Err(err) => {
                 warn!("accepting a TCP connection failed: {err}");
@@ -397,9 +428,8 @@ async fn accept_unix(listener: UnixListener, gateway: Arc<Gateway>) {
             Ok((stream, _)) => {
                 tokio::spawn(serve_connection(
                     Connection::Plain(stream),
-                    "unix socket".to_string(),
+                    Peer::Unix,
                     gateway.clone(),
-                    false,
                 ));
             }
             Err(err) => {

@@ -1,6 +1,7 @@
 //! The gateway's HTTP port, for Live Share: hosts attach their PGlite at
 //! `/tunnel/<database>` (a WebSocket, see `docs/tunnel-protocol.md`), and
-//! `/share` is a page that runs PGlite in the browser tab and attaches it.
+//! `/share` is a page that runs PGlite in the browser tab and attaches it;
+//! and for operators: `/metrics` has the Prometheus metrics.
 //! Everything a host sends before the upgrade is checked here, so that a
 //! refused host gets a plain HTTP status (401, 409) and never a WebSocket.
 
@@ -13,7 +14,7 @@ use axum::Router;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -24,6 +25,7 @@ use crate::engine::tunnel::bridge::{self, BridgeContext, BridgeLimits};
 use crate::engine::tunnel::slot::{HostClaim, HostSlot};
 use crate::engine::tunnel::{self, token};
 use crate::gateway::Gateway;
+use crate::metrics::{self, Metrics};
 use crate::session::statements::SessionStatements;
 
 /// The share page; `__PGLITE_URL__` stands for where PGlite is loaded from.
@@ -34,8 +36,19 @@ const HOST_LIBRARY: &str = include_str!("../js/src/share.js");
 /// host library is tested with (see `js/package.json`).
 const PGLITE_CDN: &str = "https://cdn.jsdelivr.net/npm/@electric-sql/pglite@0.5.16/dist/index.js";
 
+/// What `/` lists.
+const INDEX_PAGE: &str = "<!doctype html>
+<title>pgshare</title>
+<h1>pgshare</h1>
+<ul>
+<li><a href=\"/share\">/share</a>: share a PGlite running in this tab</li>
+<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>
+</ul>
+";
+
 struct Http {
     gateway: Arc<Gateway>,
+    metrics: Metrics,
     /// The Postgres address clients use, for the connection string hosts
     /// show.
     postgres_addr: Option<SocketAddr>,
@@ -48,11 +61,13 @@ pub async fn serve(
     postgres_addr: Option<SocketAddr>,
 ) {
     let state = Arc::new(Http {
+        metrics: Metrics::new(gateway.clone()),
         gateway,
         postgres_addr,
     });
     let router = Router::new()
-        .route("/", get(|| async { Redirect::to("/share") }))
+        .route("/", get(|| async { Html(INDEX_PAGE) }))
+        .route("/metrics", get(metrics_page))
         .route("/share", get(share_page))
         .route("/share/pgshare-host.js", get(host_library))
         .route("/share/pglite/{*file}", get(pglite_file))
@@ -60,6 +75,13 @@ pub async fn serve(
         .with_state(state);
     if let Err(err) = axum::serve(listener, router).await {
         warn!("the HTTP port stopped: {err}");
+    }
+}
+
+async fn metrics_page(State(http): State<Arc<Http>>) -> Response {
+    match http.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 

@@ -2,6 +2,8 @@
 //! share an engine that serves one session at a time, each client behaving as
 //! if it had its own connection.
 
+pub mod activity;
+pub mod admin;
 pub mod cancel;
 pub mod catalog;
 pub mod config;
@@ -11,8 +13,11 @@ pub mod engine;
 pub mod frontend;
 pub mod gateway;
 pub mod http;
+pub mod metrics;
 pub mod pool;
 pub mod protocol;
+pub mod reload;
+pub mod run_command;
 pub mod scheduler;
 pub mod session;
 pub mod sql;

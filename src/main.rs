@@ -18,10 +18,12 @@ use pgshare::engine::upstream::Upstream;
 use pgshare::frontend::tls::ClientTls;
 use pgshare::gateway::Server;
 use pgshare::protocol::frame::DEFAULT_MAX_MESSAGE_LEN;
+use pgshare::reload::{self, ConfigSource};
+use pgshare::run_command::RunCommand;
 use std::sync::Arc;
 
 use pgshare::gateway::Gateway;
-use tracing::{error, info, warn};
+use tracing::error;
 
 #[derive(Parser)]
 #[command(
@@ -100,6 +102,15 @@ struct ServeArgs {
     /// Keep databases in memory, gone when pgshare stops (ignores --data).
     #[arg(long, env = "PGSHARE_MEMORY")]
     memory: bool,
+
+    /// Once the gateway is ready, run CMD through `sh -c` with DATABASE_URL
+    /// (postgres://postgres@HOST:PORT/postgres, for the first --listen
+    /// address, loopback for 0.0.0.0 or [::]) and PGHOST, PGPORT, PGUSER,
+    /// PGDATABASE, PGSSLMODE and, with a password, PGPASSWORD set for it.
+    /// SIGINT and SIGTERM are passed on to it; when it exits, the gateway
+    /// shuts down and pgshare exits with its status.
+    #[arg(long, env = "PGSHARE_RUN", value_name = "CMD")]
+    run: Option<String>,
 
     /// Serve this PostgreSQL server (postgres://user:password@host:port/db,
     /// or host=/socket/dir for a Unix socket) instead of the embedded engine;
@@ -223,6 +234,19 @@ struct ServeArgs {
     /// form); the password may be a SCRAM-SHA-256$... secret.
     #[arg(long, env = "PGSHARE_USERS_FILE", value_name = "FILE")]
     users_file: Option<PathBuf>,
+
+    /// Roles that may open the admin console: connect to database
+    /// "pgshare" (psql -d pgshare) for SHOW CLIENTS, SHOW POOLS, SHOW STATS,
+    /// PAUSE, RESUME, KILL, RELOAD, SHUTDOWN and more, as in PgBouncer's
+    /// console. They log in like any client.
+    #[arg(
+        long,
+        env = "PGSHARE_ADMIN_USERS",
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "postgres"
+    )]
+    admin_users: Vec<String>,
 
     /// Most clients connected at once; the next gets "too many clients" (53300).
     #[arg(long, env = "PGSHARE_MAX_CLIENT_CONN", default_value_t = 100)]
@@ -429,6 +453,8 @@ impl ServeArgs {
             idle_in_transaction_timeout: seconds(self.idle_in_transaction_timeout),
             query_wait_timeout: seconds(self.query_wait_timeout),
             client_login_timeout: seconds(self.client_login_timeout),
+            admin_users: self.admin_users,
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             upstream_databases: Vec::new(),
             embedded_databases: Vec::new(),
             tunnel_databases: Vec::new(),
@@ -497,7 +523,7 @@ fn main() -> ExitCode {
         .context("could not start the runtime")
         .and_then(|runtime| runtime.block_on(serve(args, explicit)));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             error!("{err:#}");
             ExitCode::FAILURE
@@ -529,14 +555,31 @@ fn print_token(args: TokenArgs) -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs, explicit: HashSet<String>) -> Result<()> {
+async fn serve(args: ServeArgs, explicit: HashSet<String>) -> Result<ExitCode> {
     let config = load_config(&args, &explicit)?;
     let grace = Duration::from_secs(args.shutdown_timeout);
+    let run = args
+        .run
+        .clone()
+        .map(|command| RunCommand::new(command, &config))
+        .transpose()?;
     let server = Server::start(config)
         .await
         .context("pgshare could not start")?;
-    tokio::spawn(reload_on_hangup(server.gateway(), args, explicit));
-    server.run(shutdown_signal(grace)).await
+    if let Some(path) = args.config.clone() {
+        server.gateway().set_config_source(ConfigSource {
+            path,
+            load: Box::new(move || load_config(&args, &explicit)),
+        });
+    }
+    tokio::spawn(reload_on_hangup(server.gateway()));
+    match run {
+        Some(run) => run.serve(server, grace).await,
+        None => server
+            .run(shutdown_signal(grace))
+            .await
+            .map(|()| ExitCode::SUCCESS),
+    }
 }
 
 /// The configuration from the flags and, with --config, the file.
@@ -548,36 +591,16 @@ fn load_config(args: &ServeArgs, explicit: &HashSet<String>) -> Result<Config> {
     Ok(config)
 }
 
-/// Reloads the configuration file on SIGHUP, for new connections.
-async fn reload_on_hangup(gateway: Arc<Gateway>, args: ServeArgs, explicit: HashSet<String>) {
+/// Reloads the configuration file on SIGHUP, for new connections (as the
+/// admin console's RELOAD does).
+async fn reload_on_hangup(gateway: Arc<Gateway>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         return;
     };
     while hangups.recv().await.is_some() {
-        let Some(path) = &args.config else {
-            info!("SIGHUP: there is no configuration file to reload (start with --config FILE)");
-            continue;
-        };
-        let reloaded = load_config(&args, &explicit).and_then(|config| gateway.reload(config));
-        match reloaded {
-            Ok(needs_restart) => {
-                info!(
-                    "reloaded {}: roles, passwords, authentication, timeouts and TLS apply to new connections",
-                    path.display()
-                );
-                for setting in needs_restart {
-                    warn!(
-                        "{setting} changed in {}, but only a restart of pgshare applies it; the old value stays",
-                        path.display()
-                    );
-                }
-            }
-            Err(err) => warn!(
-                "could not reload {}: {err:#}; the running configuration stays",
-                path.display()
-            ),
-        }
+        // The outcome is logged.
+        let _ = reload::reload(&gateway, "SIGHUP");
     }
 }
 

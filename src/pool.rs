@@ -26,6 +26,16 @@ pub struct PoolLimits {
     pub idle_timeout: Option<Duration>,
 }
 
+/// What the admin console shows of an idle session.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleSession {
+    /// The server process id from `BackendKeyData`.
+    pub backend_pid: Option<i32>,
+    pub opened_at: Instant,
+    pub idle_since: Instant,
+    pub prepared_statements: usize,
+}
+
 /// A session waiting in the pool, and since when.
 struct Idle {
     session: EngineSession,
@@ -79,6 +89,29 @@ impl Pool {
             }
             drop(permit);
         })
+    }
+
+    /// The sessions waiting in the pool now.
+    pub fn idle_sessions(&self) -> Vec<IdleSession> {
+        self.lock()
+            .iter()
+            .map(|idle| IdleSession {
+                backend_pid: idle.session.backend_key.map(|(pid, _)| pid),
+                opened_at: idle.session.opened_at,
+                idle_since: idle.since,
+                prepared_statements: idle.session.statements.len(),
+            })
+            .collect()
+    }
+
+    /// Sessions that may exist at once.
+    pub fn size(&self) -> usize {
+        self.limits.size.max(1)
+    }
+
+    /// Sessions lent to units of work now (or being opened for them).
+    pub fn in_use(&self) -> usize {
+        self.size().saturating_sub(self.permits.available_permits())
     }
 
     /// An idle session that is still usable; dead ones are dropped.

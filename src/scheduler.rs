@@ -24,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+use crate::activity::ClientActivity;
 use crate::engine::EngineSession;
 use crate::pool::{Pool, PoolLimits};
 use crate::session::cleanup::query;
@@ -71,6 +72,8 @@ pub struct PipelinedUnits {
     /// Set by whoever acts first: the driver when it writes the units to the
     /// engine, or the client when it withdraws them (cancel, wait timeout).
     pub taken: Arc<AtomicBool>,
+    /// The client's activity record, told when the units are taken.
+    pub activity: Arc<ClientActivity>,
 }
 
 enum Request {
@@ -172,6 +175,14 @@ impl Scheduler {
     /// every unit on a session of its own instead.
     pub fn pipelines(&self) -> bool {
         matches!(self.kind, Kind::Driven(_))
+    }
+
+    /// The pool of server sessions, when clients take sessions directly.
+    pub fn pool(&self) -> Option<&Arc<Pool>> {
+        match &self.kind {
+            Kind::Pooled { pool, .. } => Some(pool),
+            Kind::Driven(_) => None,
+        }
     }
 
     /// Waits for an exclusive lease, behind everyone who asked earlier.
@@ -320,6 +331,7 @@ fn accept(
             if units.taken.swap(true, Ordering::SeqCst) {
                 return;
             }
+            units.activity.unit_taken();
             if let Some(switch) = units.settings.switch_from(&engine.settings) {
                 // The switch's answer goes to no one.
                 to_engine.extend_from_slice(&switch);

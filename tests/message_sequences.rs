@@ -113,3 +113,158 @@ async fn a_flush_in_the_middle_of_a_unit_keeps_it_going() {
     assert_eq!(error_code(&answer), None);
     gateway.stop().await;
 }
+
+/// Client `a` holds a protocol-level and an SQL-level statement; each
+/// `DEALLOCATE ALL` or `DISCARD ALL` client `b` sends, in any position,
+/// leaves them working.
+async fn resets_stay_with_their_client(gateway: &Gateway) {
+    let mut a = Wire::connect(gateway.addr, "postgres").await;
+    let answer = a
+        .exchange(
+            &[
+                parse("a1", "select 'a1'"),
+                sync(),
+                query("PREPARE a2 AS SELECT 'a2'"),
+            ],
+            2,
+        )
+        .await;
+    assert_eq!(error_code(&answer), None, "{answer:?}");
+    let mut b = Wire::connect(gateway.addr, "postgres").await;
+    let prepare_b = || {
+        [
+            parse("b1", "select 'a1'"),
+            sync(),
+            query("PREPARE b2 AS SELECT 'b2'"),
+        ]
+    };
+    let in_pipeline = [
+        extended("select 1", &[]),
+        extended("DEALLOCATE ALL", &[]),
+        extended("select 2", &[]),
+        sync(),
+    ]
+    .concat();
+    let prepared = [
+        parse("d", "DEALLOCATE ALL"),
+        bind("", "d", &[]),
+        execute(""),
+        sync(),
+    ]
+    .concat();
+    let lone = [extended("DEALLOCATE ALL", &[]), sync()].concat();
+    let cases: [(&str, Vec<u8>, usize); 5] = [
+        ("alone in the extended protocol", lone, 1),
+        ("in a pipeline", in_pipeline, 1),
+        (
+            "in a query of several statements",
+            query("SELECT 1; DEALLOCATE ALL; SELECT 2"),
+            1,
+        ),
+        (
+            "inside a transaction",
+            query("BEGIN; DEALLOCATE ALL; COMMIT"),
+            1,
+        ),
+        ("prepared and executed", prepared, 1),
+    ];
+    for (case, messages, ready) in cases {
+        let answer = b.exchange(&prepare_b(), 2).await;
+        assert_eq!(error_code(&answer), None, "{case}: {answer:?}");
+        let answer = b.exchange(&[messages], ready).await;
+        assert_eq!(error_code(&answer), None, "{case}: {answer:?}");
+        assert!(
+            answer
+                .iter()
+                .any(|m| m.tag == b'C' && m.command_tag() == "DEALLOCATE ALL"),
+            "{case}: PostgreSQL's tag: {answer:?}"
+        );
+        // b's statements are gone, as on a connection of its own.
+        let answer = b
+            .exchange(&[bind("", "b1", &[]), execute(""), sync()], 1)
+            .await;
+        assert_eq!(error_code(&answer).as_deref(), Some("26000"), "{case}");
+        let answer = b.exchange(&[query("EXECUTE b2")], 1).await;
+        assert_eq!(error_code(&answer).as_deref(), Some("26000"), "{case}");
+        // a's are not.
+        let answer = a
+            .exchange(
+                &[
+                    bind("", "a1", &[]),
+                    execute(""),
+                    sync(),
+                    query("EXECUTE a2"),
+                ],
+                2,
+            )
+            .await;
+        assert_eq!(error_code(&answer), None, "{case}: {answer:?}");
+        let values: Vec<_> = answer
+            .iter()
+            .filter(|m| m.tag == b'D')
+            .map(|m| m.first_value())
+            .collect();
+        assert_eq!(values, [Some("a1".into()), Some("a2".into())], "{case}");
+    }
+    // DISCARD ALL alone in the extended protocol resets b only.
+    b.exchange(&prepare_b(), 2).await;
+    b.exchange(&[query("SET application_name = 'b'")], 1).await;
+    let answer = b.exchange(&[extended("DISCARD ALL", &[]), sync()], 1).await;
+    assert_eq!(tags(&answer), "12nCZ", "{answer:?}");
+    assert_eq!(answer[3].command_tag(), "DISCARD ALL");
+    let answer = b.exchange(&[query("SHOW application_name")], 1).await;
+    assert_eq!(answer[1].first_value().as_deref(), Some(""));
+    let answer = b.exchange(&[query("EXECUTE b2")], 1).await;
+    assert_eq!(error_code(&answer).as_deref(), Some("26000"));
+    // Anywhere else it is refused, as PostgreSQL refuses it inside a
+    // transaction or a pipeline, and nothing is reset.
+    for (messages, ready) in [
+        (
+            [
+                extended("select 1", &[]),
+                extended("DISCARD ALL", &[]),
+                sync(),
+            ]
+            .concat(),
+            1,
+        ),
+        (query("BEGIN; DISCARD ALL"), 1),
+        (
+            [query("BEGIN"), extended("DISCARD ALL", &[]), sync()].concat(),
+            2,
+        ),
+    ] {
+        let answer = b.exchange(&[messages], ready).await;
+        assert_eq!(error_code(&answer).as_deref(), Some("25001"), "{answer:?}");
+        b.exchange(&[query("ROLLBACK")], 1).await;
+    }
+    let answer = a
+        .exchange(
+            &[
+                bind("", "a1", &[]),
+                execute(""),
+                sync(),
+                query("EXECUTE a2"),
+            ],
+            2,
+        )
+        .await;
+    assert_eq!(error_code(&answer), None, "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_all_and_discard_all_act_on_their_client_only() {
+    let gateway = Gateway::start().await;
+    resets_stay_with_their_client(&gateway).await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_all_and_discard_all_act_on_their_client_only_upstream() {
+    let server = Postgres::start();
+    for pool_size in [1, 3] {
+        let gateway = upstream_gateway(&server, pool_size).await;
+        resets_stay_with_their_client(&gateway).await;
+        gateway.stop().await;
+    }
+}

@@ -40,8 +40,20 @@ impl Upstream {
         self.config.get_dbname().unwrap_or_else(|| self.user())
     }
 
-    fn user(&self) -> &str {
+    /// The role the gateway logs in as.
+    pub fn user(&self) -> &str {
         self.config.get_user().unwrap_or_default()
+    }
+
+    /// The server's host name (or socket directory) and port.
+    pub fn address(&self) -> (String, u16) {
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let host = match self.config.get_hosts().first() {
+            Some(Host::Tcp(name)) => name.clone(),
+            Some(Host::Unix(dir)) => dir.display().to_string(),
+            None => "localhost".to_string(),
+        };
+        (host, port)
     }
 
     /// Opens one server session.

@@ -4,7 +4,9 @@
 //! (by name or by the TLS host name), and the parameters and cancel key every
 //! client gets.
 
+use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
+use crate::activity::{ClientInfo, Metered};
+use crate::admin::{self, ConsoleContext};
 use crate::cancel::CancelOutcome;
 use crate::database::Database;
 use crate::gateway::Gateway;
@@ -26,9 +30,46 @@ use super::client::{self, ClientContext};
 use super::tls::{ALPN, ClientTls, Connection, sni_database};
 use super::transport::{ClientError, ClientStream, send_error};
 
+/// Where a connection comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    /// A TCP client at `addr`, which reached the gateway at `local`.
+    Tcp {
+        addr: SocketAddr,
+        local: Option<SocketAddr>,
+    },
+    Unix,
+}
+
+impl Peer {
+    /// TLS is possible on the connection.
+    fn is_tcp(&self) -> bool {
+        matches!(self, Peer::Tcp { .. })
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp { addr, .. } => write!(f, "{addr}"),
+            Peer::Unix => write!(f, "unix socket"),
+        }
+    }
+}
+
+/// What a login leads to.
+enum LoggedIn {
+    Client(ClientContext, BytesMut),
+    Console(ConsoleContext, BytesMut),
+}
+
 /// Serves one accepted TCP connection until it closes; one that starts with a
 /// TLS handshake (PostgreSQL 17's `sslnegotiation=direct`) gets TLS first.
-pub async fn serve_tcp(stream: TcpStream, peer: String, gateway: Arc<Gateway>) {
+pub async fn serve_tcp(stream: TcpStream, addr: SocketAddr, gateway: Arc<Gateway>) {
+    let peer = Peer::Tcp {
+        addr,
+        local: stream.local_addr().ok(),
+    };
     let mut connection = Connection::Plain(stream);
     if let Some(acceptor) = &gateway.tls() {
         let direct = async {
@@ -65,21 +106,19 @@ pub async fn serve_tcp(stream: TcpStream, peer: String, gateway: Arc<Gateway>) {
             }
         }
     }
-    serve_connection(connection, peer, gateway, true).await
+    serve_connection(connection, peer, gateway).await
 }
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// Serves one accepted connection until it closes; `tcp` says TLS is
-/// possible on it.
+/// Serves one accepted connection until it closes.
 pub async fn serve_connection<S: ClientStream>(
     mut stream: Connection<S>,
-    peer: String,
+    peer: Peer,
     gateway: Arc<Gateway>,
-    tcp: bool,
 ) {
-    let login = login(&mut stream, &gateway, tcp);
+    let login = login(&mut stream, &gateway, peer);
     let login = match gateway.config().client_login_timeout {
         Some(limit) => match tokio::time::timeout(limit, login).await {
             Ok(result) => result,
@@ -90,12 +129,21 @@ pub async fn serve_connection<S: ClientStream>(
         None => login.await,
     };
     match login {
-        Ok(Some((context, buf))) => {
+        Ok(Some(LoggedIn::Client(context, buf))) => {
             info!(client = context.key.process_id, %peer, user = %context.user, database = %context.database.name, "client logged in");
             let process_id = context.key.process_id;
+            let mut stream = Metered::new(&mut stream, context.activity.handle());
             client::serve(&mut stream, buf, context).await;
             gateway.cancels.unregister(process_id);
             info!(client = process_id, %peer, "client left");
+        }
+        Ok(Some(LoggedIn::Console(context, buf))) => {
+            info!(client = context.key.process_id, %peer, user = %context.user, "admin console opened");
+            let process_id = context.key.process_id;
+            let mut stream = Metered::new(&mut stream, context.activity.handle());
+            admin::serve(&mut stream, buf, context).await;
+            gateway.cancels.unregister(process_id);
+            info!(client = process_id, %peer, "admin console closed");
         }
         Ok(None) => {}
         Err(ClientError::Protocol(err)) => {
@@ -111,8 +159,9 @@ pub async fn serve_connection<S: ClientStream>(
 async fn login<S: ClientStream>(
     stream: &mut Connection<S>,
     gateway: &Arc<Gateway>,
-    tcp: bool,
-) -> Result<Option<(ClientContext, BytesMut)>, ClientError> {
+    peer: Peer,
+) -> Result<Option<LoggedIn>, ClientError> {
+    let tcp = peer.is_tcp();
     let config = gateway.config();
     let mut ssl_done = false;
     let mut gss_done = false;
@@ -220,16 +269,70 @@ async fn login<S: ClientStream>(
 
     let mut buf = BytesMut::with_capacity(8192);
     authenticate(stream, &mut buf, &config, message.user()).await?;
+    let tls = stream.tls_description();
+    let info = |id: i32| {
+        let (addr, local) = match peer {
+            Peer::Tcp { addr, local } => (Some(addr), local),
+            Peer::Unix => (None, None),
+        };
+        ClientInfo {
+            id,
+            user: message.user().to_string(),
+            database: database_name.clone(),
+            peer: addr,
+            local,
+            tls: tls.clone(),
+            application_name: message
+                .params
+                .iter()
+                .find(|(name, _)| name == "application_name")
+                .map(|(_, value)| value.clone())
+                .unwrap_or_default(),
+        }
+    };
+
+    if database_name == admin::DATABASE {
+        admin::check_access(&config.admin_users, message.user())?;
+        let (key, cancel) = gateway.cancels.register();
+        let (activity, shutdown) = gateway.activity.register(
+            info(key.process_id),
+            gateway.activity.console_database(),
+            &gateway.shutdown,
+        );
+        stream
+            .write_all(&admin::welcome(key.process_id, key.secret_key))
+            .await?;
+        stream.flush().await?;
+        return Ok(Some(LoggedIn::Console(
+            ConsoleContext {
+                key,
+                cancel,
+                user: message.user().to_string(),
+                activity,
+                shutdown,
+                gateway: gateway.clone(),
+                _permit: permit,
+            },
+            buf,
+        )));
+    }
 
     let connected = gateway.registry.connect(&database_name).await?;
     let database = connected.database().clone();
     let (settings, settings_checked, parameters) = startup_settings(&database, &message).await?;
     let (key, cancel) = gateway.cancels.register();
+    let (activity, shutdown) = gateway.activity.register(
+        info(key.process_id),
+        gateway
+            .activity
+            .database(&database.name, !database.scheduler.pipelines()),
+        &gateway.shutdown,
+    );
     stream
         .write_all(&welcome(&parameters, key.process_id, key.secret_key))
         .await?;
     stream.flush().await?;
-    Ok(Some((
+    Ok(Some(LoggedIn::Client(
         ClientContext {
             key,
             cancel,
@@ -237,7 +340,8 @@ async fn login<S: ClientStream>(
             database,
             connected,
             registry: gateway.registry.clone(),
-            shutdown: gateway.shutdown.subscribe(),
+            shutdown,
+            activity,
             config,
             settings,
             settings_checked,

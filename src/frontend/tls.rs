@@ -162,6 +162,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// The TLS version and cipher suite, as `TLSv1.3/TLS13_AES_256_GCM_SHA384`.
+    pub fn tls_description(&self) -> Option<String> {
+        let Connection::Tls(tls) = self else {
+            return None;
+        };
+        let session = tls.get_ref().1;
+        let version = match session.protocol_version()? {
+            tokio_rustls::rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+            tokio_rustls::rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+            other => format!("{other:?}"),
+        };
+        match session.negotiated_cipher_suite() {
+            Some(suite) => Some(format!("{version}/{:?}", suite.suite())),
+            None => Some(version),
+        }
+    }
+
     /// The application protocol agreed in the handshake.
     pub fn alpn(&self) -> Option<&[u8]> {
         match self {

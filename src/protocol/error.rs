@@ -25,6 +25,12 @@ pub mod sqlstate {
     pub const OBJECT_IN_USE: &str = "55006";
     pub const INSUFFICIENT_RESOURCES: &str = "53000";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+    pub const SYNTAX_ERROR: &str = "42601";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const RESERVED_NAME: &str = "42939";
+    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const CONFIG_FILE_ERROR: &str = "F0000";
 }
 
 /// `ERROR` ends the current statement; `FATAL` ends the connection; a

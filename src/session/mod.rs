@@ -4,6 +4,7 @@
 
 pub mod cleanup;
 pub mod database_commands;
+pub mod gateway_commands;
 pub mod listen;
 pub mod names;
 pub mod pinning;

@@ -36,7 +36,10 @@ use crate::sql::lexer::{Kind, Token, mentions_any, statements, tokenize};
 
 use super::cleanup::query;
 use super::pipeline::is_self_contained;
-use super::replies::Undone;
+use super::replies::{CommandRewrite, Undone};
+use super::reset::{
+    DEALLOCATE_ALL_STAND_IN, DISCARD_ALL_REFUSAL, ResetCommand, reset_command_sql, reset_statement,
+};
 use super::settings::may_change_settings;
 
 /// PostgreSQL compares statement and portal names on their first 63 bytes.
@@ -86,9 +89,9 @@ pub struct Planned {
     pub creates: Vec<Vec<u8>>,
     /// Statements it removes from the session (SQL `DEALLOCATE`).
     pub removes: Vec<Vec<u8>>,
-    /// It removes every statement of the session (`DEALLOCATE ALL`, `DISCARD
-    /// ALL` inside a longer query).
-    pub removes_all: bool,
+    /// Commands whose answers the client must see with their own tag (a
+    /// `DEALLOCATE ALL` run as a stand-in).
+    pub rewrites: Vec<CommandRewrite>,
     /// What did not happen when the message fails (a simple `Query` that is
     /// one `PREPARE`).
     pub undone_on_error: Vec<Undone>,
@@ -108,6 +111,8 @@ struct ClientStatement {
     self_contained: bool,
     /// See `settings::may_change_settings`.
     changes_settings: bool,
+    /// The statement is a `DISCARD ALL` or `DEALLOCATE ALL`.
+    reset: Option<ResetCommand>,
 }
 
 impl ClientStatement {
@@ -129,7 +134,7 @@ struct SqlEffects {
     needs: Vec<Need>,
     creates: Vec<Vec<u8>>,
     removes: Vec<Vec<u8>>,
-    removes_all: bool,
+    rewrites: Vec<CommandRewrite>,
     /// The statements `PREPARE` makes, by the client's name and the
     /// engine's.
     prepared: Vec<(Vec<u8>, Vec<u8>)>,
@@ -144,6 +149,10 @@ pub struct Namespace {
     statements: HashMap<Vec<u8>, ClientStatement>,
     /// How many times each name was given to SQL `PREPARE`.
     generations: HashMap<Vec<u8>, u32>,
+    /// The unnamed statement is a `DISCARD ALL` or `DEALLOCATE ALL`.
+    unnamed_reset: Option<ResetCommand>,
+    /// Portals bound to such a statement, by the client's name.
+    reset_portals: HashMap<Vec<u8>, ResetCommand>,
 }
 
 impl Namespace {
@@ -152,6 +161,8 @@ impl Namespace {
             prefix: format!("pgs{client_id}_"),
             statements: HashMap::new(),
             generations: HashMap::new(),
+            unnamed_reset: None,
+            reset_portals: HashMap::new(),
         }
     }
 
@@ -209,6 +220,31 @@ impl Namespace {
         let own = self.own_statements();
         self.statements.clear();
         own
+    }
+
+    /// Forgets every statement for a `DEALLOCATE ALL` that the engine runs
+    /// as a stand-in, returning what restores them if it does not run. Their
+    /// copies stay on the session, where nothing names them any more, until
+    /// its limit closes them.
+    fn forget_all(&mut self) -> Vec<Undone> {
+        self.statements
+            .drain()
+            .map(|(name, statement)| Undone::ClientKeeps {
+                name,
+                statement: Forgotten(statement),
+            })
+            .collect()
+    }
+
+    /// Whether the client's statement `name` (the unnamed one for an empty
+    /// name) is a `DISCARD ALL` or `DEALLOCATE ALL`.
+    pub fn reset_of(&self, name: &[u8]) -> Option<ResetCommand> {
+        if name.is_empty() {
+            return self.unnamed_reset;
+        }
+        self.statements
+            .get(name)
+            .and_then(|statement| statement.reset)
     }
 
     /// Forgets the client's statement `name` if it is still `engine`: its
@@ -269,8 +305,11 @@ impl Namespace {
 
     /// Rewrites the statement names in SQL-level `PREPARE name`, `EXECUTE
     /// name` and `DEALLOCATE [PREPARE] name`, and records what they create or
-    /// remove; `None` when `sql` names no statement.
-    fn rewrite_sql(&mut self, sql: &[u8]) -> Option<(Vec<u8>, SqlEffects)> {
+    /// remove; `None` when `sql` names no statement. `DEALLOCATE ALL` becomes
+    /// a stand-in that leaves other clients' statements alone, and so does a
+    /// `DISCARD ALL` being prepared (see `reset`); run in a simple query, the
+    /// former makes the client forget its statements.
+    fn rewrite_sql(&mut self, sql: &[u8], in_query: bool) -> Option<(Vec<u8>, SqlEffects)> {
         if !mentions_any(sql, &["prepare", "execute", "deallocate", "discard"]) {
             return None;
         }
@@ -279,14 +318,29 @@ impl Namespace {
         let mut effects = SqlEffects::default();
         let all = statements(&tokens);
         effects.statement_count = all.len();
-        for statement in all {
+        for (index, statement) in all.into_iter().enumerate() {
             let first = statement[0];
-            let resets_all = (first.is_word(sql, "deallocate") || first.is_word(sql, "discard"))
-                && statement.last().is_some_and(|t| t.is_word(sql, "all"));
-            if resets_all {
-                effects.removes_all = true;
-                self.statements.clear();
-                continue;
+            let whole = (first.start, statement[statement.len() - 1].end);
+            match reset_statement(sql, statement) {
+                Some(ResetCommand::DeallocateAll) => {
+                    replacements.push((whole.0, whole.1, DEALLOCATE_ALL_STAND_IN.to_vec()));
+                    if in_query {
+                        effects.rewrites.push(CommandRewrite {
+                            index: index as u32,
+                            tag: ResetCommand::DeallocateAll.tag(),
+                            undone_if_skipped: self.forget_all(),
+                        });
+                    }
+                    continue;
+                }
+                // Among other statements of a query, or inside a
+                // transaction, the engine refuses it as PostgreSQL does.
+                Some(ResetCommand::DiscardAll) if in_query => continue,
+                Some(ResetCommand::DiscardAll) => {
+                    replacements.push((whole.0, whole.1, DISCARD_ALL_REFUSAL.to_vec()));
+                    continue;
+                }
+                None => {}
             }
             let (name_at, action) = if first.is_word(sql, "prepare") {
                 (1, NameUse::Prepare)
@@ -341,6 +395,7 @@ impl Namespace {
                             recreate: Recreate::Prepare(Bytes::from(query(&prepare))),
                             self_contained: is_self_contained(body),
                             changes_settings: may_change_settings(body),
+                            reset: None,
                         },
                     );
                     effects.creates.push(engine.clone());
@@ -356,7 +411,7 @@ impl Namespace {
             }
             replacements.push((token.start, token.end, quote_identifier(&engine)));
         }
-        if replacements.is_empty() && !effects.removes_all {
+        if replacements.is_empty() {
             return None;
         }
         let mut out = Vec::with_capacity(sql.len() + 16 * replacements.len());
@@ -380,7 +435,7 @@ impl Namespace {
         match message[0] {
             b'Q' => {
                 let sql = reader.cstr()?;
-                let Some((sql, effects)) = self.rewrite_sql(sql) else {
+                let Some((sql, effects)) = self.rewrite_sql(sql, true) else {
                     planned.message = message;
                     return Ok(planned);
                 };
@@ -403,7 +458,11 @@ impl Namespace {
             b'P' => {
                 let name = reader.cstr()?;
                 let sql = reader.cstr()?;
-                let rewritten = self.rewrite_sql(sql);
+                let reset = reset_command_sql(sql);
+                if name.is_empty() {
+                    self.unnamed_reset = reset;
+                }
+                let rewritten = self.rewrite_sql(sql, false);
                 let sql_for_engine = match rewritten {
                     Some((sql, effects)) => {
                         planned.take_effects(effects);
@@ -435,6 +494,7 @@ impl Namespace {
                             recreate: Recreate::Parse(Bytes::from(parse)),
                             self_contained: is_self_contained(sql),
                             changes_settings: may_change_settings(sql),
+                            reset,
                         },
                     );
                     planned.shared_parse = Some(SharedParse {
@@ -451,6 +511,10 @@ impl Namespace {
             b'B' => {
                 let portal = reader.cstr()?;
                 let statement = reader.cstr()?;
+                match self.reset_of(statement) {
+                    Some(reset) => self.reset_portals.insert(portal.to_vec(), reset),
+                    None => self.reset_portals.remove(portal),
+                };
                 if portal.is_empty() && statement.is_empty() {
                     planned.message = message;
                     return Ok(planned);
@@ -461,6 +525,13 @@ impl Namespace {
             }
             b'E' => {
                 let portal = reader.cstr()?;
+                if self.reset_portals.get(portal) == Some(&ResetCommand::DeallocateAll) {
+                    planned.rewrites.push(CommandRewrite {
+                        index: 0,
+                        tag: ResetCommand::DeallocateAll.tag(),
+                        undone_if_skipped: self.forget_all(),
+                    });
+                }
                 if portal.is_empty() {
                     planned.message = message;
                     return Ok(planned);
@@ -470,6 +541,9 @@ impl Namespace {
             b'D' | b'C' => {
                 let kind = reader.byte()?;
                 let name = reader.cstr()?;
+                if kind == b'P' && message[0] == b'C' {
+                    self.reset_portals.remove(name);
+                }
                 if name.is_empty() {
                     planned.message = message;
                     return Ok(planned);
@@ -516,7 +590,7 @@ impl Planned {
         self.needs.extend(effects.needs);
         self.creates.extend(effects.creates);
         self.removes.extend(effects.removes);
-        self.removes_all |= effects.removes_all;
+        self.rewrites.extend(effects.rewrites);
     }
 }
 
@@ -721,11 +795,84 @@ mod tests {
                 .unwrap();
             assert_eq!(sql_of(&planned), sql);
         }
-        let planned = names
-            .plan(message(b'Q', b"SELECT 1; DEALLOCATE ALL\0"))
+    }
+
+    #[test]
+    fn deallocate_all_among_other_statements_runs_a_stand_in_and_forgets_the_clients_statements() {
+        let mut names = Namespace::new(5);
+        names
+            .plan(message(b'Q', b"PREPARE plan AS SELECT 1\0"))
             .unwrap();
-        assert!(planned.removes_all);
-        assert!(names.own_statements().is_empty());
+        names.plan(message(b'P', b"s\0SELECT 2\0\0\0")).unwrap();
+        let planned = names
+            .plan(message(
+                b'Q',
+                b"SELECT 1; deallocate prepare all; SELECT 2\0",
+            ))
+            .unwrap();
+        assert_eq!(
+            sql_of(&planned),
+            format!(
+                "SELECT 1; {}; SELECT 2",
+                String::from_utf8_lossy(DEALLOCATE_ALL_STAND_IN)
+            )
+        );
+        assert_eq!(planned.rewrites.len(), 1);
+        assert_eq!(planned.rewrites[0].index, 1);
+        assert_eq!(planned.rewrites[0].tag, "DEALLOCATE ALL");
+        assert_eq!(planned.rewrites[0].undone_if_skipped.len(), 2);
+        assert!(
+            planned.removes.is_empty(),
+            "the session keeps its statements"
+        );
+        assert_eq!(names.statement_name(b"s"), b"pgs5_s".to_vec());
+        // When it does not run, the client keeps them.
+        for undone in planned
+            .rewrites
+            .into_iter()
+            .flat_map(|r| r.undone_if_skipped)
+        {
+            names.undo(undone);
+        }
+        assert_eq!(names.own_statements(), vec![b"pgs5v1_plan".to_vec()]);
+        // DISCARD ALL among other statements is left to the engine, which
+        // refuses it as PostgreSQL does.
+        let planned = names
+            .plan(message(b'Q', b"SELECT 1; DISCARD ALL\0"))
+            .unwrap();
+        assert_eq!(sql_of(&planned), "SELECT 1; DISCARD ALL");
+        assert_eq!(names.own_statements(), vec![b"pgs5v1_plan".to_vec()]);
+    }
+
+    #[test]
+    fn prepared_resets_run_as_stand_ins_and_take_effect_when_executed() {
+        let mut names = Namespace::new(7);
+        names.plan(message(b'P', b"s\0SELECT 2\0\0\0")).unwrap();
+        let parse = names
+            .plan(message(b'P', b"\0DEALLOCATE ALL\0\0\0"))
+            .unwrap();
+        assert_eq!(
+            &parse.message[..],
+            &message(b'P', &[b"\0", DEALLOCATE_ALL_STAND_IN, b"\0\0\0"].concat())[..]
+        );
+        assert_eq!(names.reset_of(b""), Some(ResetCommand::DeallocateAll));
+        assert_eq!(names.statement_name(b"s").len(), 36, "still known");
+        names.plan(message(b'B', b"\0\0\0\0\0\0\0\0")).unwrap();
+        let execute = names.plan(message(b'E', b"\0\0\0\0\0")).unwrap();
+        assert_eq!(execute.rewrites.len(), 1);
+        assert_eq!(names.statement_name(b"s"), b"pgs7_s".to_vec(), "forgotten");
+        let discard = names.plan(message(b'P', b"d\0DISCARD ALL\0\0\0")).unwrap();
+        assert_eq!(names.reset_of(b"d"), Some(ResetCommand::DiscardAll));
+        let Recreate::Parse(parse) = &names.need(b"d").unwrap().recreate else {
+            panic!("a protocol-level statement");
+        };
+        assert!(
+            parse
+                .windows(DISCARD_ALL_REFUSAL.len())
+                .any(|w| w == DISCARD_ALL_REFUSAL)
+        );
+        assert!(discard.shared_parse.is_some());
+        assert_eq!(names.reset_of(b"other"), None);
     }
 
     #[test]

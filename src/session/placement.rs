@@ -52,23 +52,21 @@ pub fn place(
         if statements.contains(&shared.engine) {
             statements.touch(&shared.engine);
             out.extend_from_slice(&close(NO_STATEMENT));
-            replies.sent(b'C', Answer::AsParseComplete, vec![forgets]);
+            replies.sent(b'C', Answer::AsParseComplete, vec![forgets], Vec::new());
         } else {
             // A copy the tracking missed would make the Parse fail.
             out.extend_from_slice(&close(&shared.engine));
-            replies.sent(b'C', Answer::Hide, Vec::new());
+            replies.sent(b'C', Answer::Hide, Vec::new(), Vec::new());
             out.extend_from_slice(&planned.message);
             replies.sent(
                 b'P',
                 Answer::Pass,
                 vec![Undone::NotPrepared(shared.engine.clone()), forgets],
+                Vec::new(),
             );
             statements.touch(&shared.engine);
         }
         return;
-    }
-    if planned.removes_all {
-        statements.clear();
     }
     for name in &planned.removes {
         statements.remove(name);
@@ -77,7 +75,7 @@ pub fn place(
         statements.touch(name);
     }
     out.extend_from_slice(&planned.message);
-    replies.sent(tag, Answer::Pass, planned.undone_on_error);
+    replies.sent(tag, Answer::Pass, planned.undone_on_error, planned.rewrites);
 }
 
 /// Prepares a statement the session lacks before a message of type `tag`
@@ -95,9 +93,9 @@ fn prepare_first(
         // fails the group, as the client's own Parse would have.
         Recreate::Parse(parse) if !matches!(tag, b'Q' | b'F') => {
             out.extend_from_slice(&close(&need.engine));
-            replies.sent(b'C', Answer::Hide, Vec::new());
+            replies.sent(b'C', Answer::Hide, Vec::new(), Vec::new());
             out.extend_from_slice(&parse);
-            replies.sent(b'P', Answer::Hide, not_prepared);
+            replies.sent(b'P', Answer::Hide, not_prepared, Vec::new());
         }
         // Before a simple Query, a Parse needs a Sync of its own: an error
         // would otherwise make the engine skip the Query.

@@ -11,10 +11,17 @@
 //! `Parse` with `ParseComplete` and each `Close` with `CloseComplete`, in
 //! order, except that after an error it skips the rest of the `Sync` group.
 //! Whatever was skipped or failed did not take effect, and the filter says so.
+//!
+//! Commands are matched the same way: each statement of a simple `Query` and
+//! each `Execute` ends with one `CommandComplete` (or `PortalSuspended`, or
+//! `EmptyQueryResponse`), so the answer to a command the gateway replaced
+//! with a stand-in gets the tag PostgreSQL would have given.
 
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
+
+use crate::protocol::backend::push_message;
 
 use super::names::Forgotten;
 
@@ -41,6 +48,27 @@ pub enum Undone {
     ClientKeeps { name: Vec<u8>, statement: Forgotten },
 }
 
+/// A command whose `CommandComplete` the client must see with another tag,
+/// and what its effect undoes when it never completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRewrite {
+    /// Which command of its message: a statement of a simple `Query`, or 0
+    /// for an `Execute`.
+    pub index: u32,
+    pub tag: &'static str,
+    pub undone_if_skipped: Vec<Undone>,
+}
+
+/// A `CommandRewrite` placed in its group.
+#[derive(Debug)]
+struct PendingRewrite {
+    group: u64,
+    /// Which command of the group.
+    command: u32,
+    tag: &'static str,
+    undone_if_skipped: Vec<Undone>,
+}
+
 #[derive(Debug)]
 struct Expected {
     group: u64,
@@ -57,6 +85,12 @@ pub struct ReplyFilter {
     hidden: VecDeque<(u64, Vec<Undone>)>,
     /// The client's groups whose failure undoes something.
     failing: VecDeque<(u64, Vec<Undone>)>,
+    /// Commands whose answers get another tag, in order.
+    rewrites: VecDeque<PendingRewrite>,
+    /// Commands sent in the current group, and answered in the group being
+    /// answered.
+    sent_commands: u32,
+    answered_commands: u32,
     undone: Vec<Undone>,
     /// Group of the next message sent; a `Sync`, `Query` or `FunctionCall`
     /// ends a group.
@@ -69,8 +103,26 @@ pub struct ReplyFilter {
 
 impl ReplyFilter {
     /// Records a message sent in a client's group; `answer` for `Parse` and
-    /// `Close`, with what their failure undoes.
-    pub fn sent(&mut self, tag: u8, answer: Answer, undone: Vec<Undone>) {
+    /// `Close`, with what their failure undoes, and `rewrites` for the
+    /// commands it runs.
+    pub fn sent(
+        &mut self,
+        tag: u8,
+        answer: Answer,
+        undone: Vec<Undone>,
+        rewrites: Vec<CommandRewrite>,
+    ) {
+        for rewrite in rewrites {
+            self.rewrites.push_back(PendingRewrite {
+                group: self.sent_group,
+                command: self.sent_commands + rewrite.index,
+                tag: rewrite.tag,
+                undone_if_skipped: rewrite.undone_if_skipped,
+            });
+        }
+        if tag == b'E' {
+            self.sent_commands += 1;
+        }
         if matches!(tag, b'P' | b'C') {
             self.expected.push_back(Expected {
                 group: self.sent_group,
@@ -82,6 +134,7 @@ impl ReplyFilter {
         }
         if matches!(tag, b'S' | b'Q' | b'F') {
             self.sent_group += 1;
+            self.sent_commands = 0;
             self.group_open = false;
         } else {
             self.group_open = true;
@@ -94,6 +147,7 @@ impl ReplyFilter {
     pub fn sent_hidden_group(&mut self, undone: Vec<Undone>) {
         self.hidden.push_back((self.sent_group, undone));
         self.sent_group += 1;
+        self.sent_commands = 0;
         self.group_open = false;
     }
 
@@ -115,13 +169,18 @@ impl ReplyFilter {
     /// Drops the gateway's answers from a chunk of whole engine messages;
     /// `kept` sees the tag of each message that stays.
     pub fn filter(&mut self, output: BytesMut, mut kept_tag: impl FnMut(u8)) -> BytesMut {
-        if self.expected.is_empty() && self.hidden.is_empty() && self.failing.is_empty() {
+        if self.expected.is_empty()
+            && self.hidden.is_empty()
+            && self.failing.is_empty()
+            && self.rewrites.is_empty()
+        {
             for message in messages(&output) {
                 if message[0] == b'Z' {
                     self.answered_group += 1;
                 }
                 kept_tag(message[0]);
             }
+            self.answered_commands = 0;
             return output;
         }
         let mut kept = BytesMut::with_capacity(output.len());
@@ -150,6 +209,23 @@ impl ReplyFilter {
                     }
                     Some(Answer::Pass) | None => {}
                 },
+                b'C' | b's' | b'I' => {
+                    let command = self.answered_commands;
+                    self.answered_commands += 1;
+                    if let Some(rewrite) = self.rewrites.front()
+                        && rewrite.group == self.answered_group
+                        && rewrite.command == command
+                    {
+                        let rewrite = self.rewrites.pop_front().expect("front exists");
+                        let mut answer = Vec::with_capacity(rewrite.tag.len() + 6);
+                        let mut body = rewrite.tag.as_bytes().to_vec();
+                        body.push(0);
+                        push_message(&mut answer, b'C', &body);
+                        kept.extend_from_slice(&answer);
+                        kept_tag(b'C');
+                        continue;
+                    }
+                }
                 b'E' => {
                     self.skip_rest_of_group();
                     if let Some((_, undone)) = self.failing_group() {
@@ -163,6 +239,7 @@ impl ReplyFilter {
                         self.failing.pop_front();
                     }
                     self.answered_group += 1;
+                    self.answered_commands = 0;
                 }
                 _ => {}
             }
@@ -200,6 +277,15 @@ impl ReplyFilter {
                 .rev()
                 .flat_map(|undone| undone.into_iter().rev()),
         );
+        // Commands the group did not reach never took effect.
+        while self
+            .rewrites
+            .front()
+            .is_some_and(|rewrite| rewrite.group == self.answered_group)
+        {
+            let rewrite = self.rewrites.pop_front().expect("front exists");
+            self.undone.extend(rewrite.undone_if_skipped);
+        }
     }
 }
 
@@ -220,7 +306,6 @@ fn messages(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::backend::push_message;
 
     fn chunk(tags: &[u8]) -> BytesMut {
         let mut out = Vec::new();
@@ -244,11 +329,11 @@ mod tests {
         let mut replies = ReplyFilter::default();
         // Client: P1 B1 E1; the gateway adds Close+Parse of p2 before B2 E2;
         // then the client's Sync.
-        replies.sent(b'P', Answer::Pass, vec![]);
-        replies.sent(b'B', Answer::Pass, vec![]);
-        replies.sent(b'C', Answer::Hide, vec![]);
-        replies.sent(b'P', Answer::Hide, not_prepared("p2"));
-        replies.sent(b'S', Answer::Pass, vec![]);
+        replies.sent(b'P', Answer::Pass, vec![], vec![]);
+        replies.sent(b'B', Answer::Pass, vec![], vec![]);
+        replies.sent(b'C', Answer::Hide, vec![], vec![]);
+        replies.sent(b'P', Answer::Hide, not_prepared("p2"), vec![]);
+        replies.sent(b'S', Answer::Pass, vec![], vec![]);
         let mut seen = Vec::new();
         let kept = replies.filter(chunk(b"12D31C2DCZ"), |tag| seen.push(tag));
         assert_eq!(tags(&kept), b"12DC2DCZ");
@@ -259,11 +344,11 @@ mod tests {
     #[test]
     fn an_error_undoes_the_rest_of_its_group() {
         let mut replies = ReplyFilter::default();
-        replies.sent(b'P', Answer::Pass, vec![]);
-        replies.sent(b'P', Answer::Hide, not_prepared("first"));
-        replies.sent(b'S', Answer::Pass, vec![]);
-        replies.sent(b'P', Answer::Hide, not_prepared("second"));
-        replies.sent(b'S', Answer::Pass, vec![]);
+        replies.sent(b'P', Answer::Pass, vec![], vec![]);
+        replies.sent(b'P', Answer::Hide, not_prepared("first"), vec![]);
+        replies.sent(b'S', Answer::Pass, vec![], vec![]);
+        replies.sent(b'P', Answer::Hide, not_prepared("second"), vec![]);
+        replies.sent(b'S', Answer::Pass, vec![], vec![]);
         // The first group fails at its first Parse; the second runs.
         let kept = replies.filter(chunk(b"EZ12Z"), |_| {});
         assert_eq!(tags(&kept), b"EZ2Z");
@@ -273,10 +358,10 @@ mod tests {
     #[test]
     fn skipped_messages_are_undone_last_first() {
         let mut replies = ReplyFilter::default();
-        replies.sent(b'D', Answer::Pass, vec![]);
-        replies.sent(b'P', Answer::Pass, not_prepared("parsed"));
-        replies.sent(b'C', Answer::Pass, not_prepared("closed"));
-        replies.sent(b'S', Answer::Pass, vec![]);
+        replies.sent(b'D', Answer::Pass, vec![], vec![]);
+        replies.sent(b'P', Answer::Pass, not_prepared("parsed"), vec![]);
+        replies.sent(b'C', Answer::Pass, not_prepared("closed"), vec![]);
+        replies.sent(b'S', Answer::Pass, vec![], vec![]);
         // The Describe fails: the Parse and the Close after it never ran.
         replies.filter(chunk(b"EZ"), |_| {});
         let mut expected = not_prepared("closed");
@@ -287,8 +372,8 @@ mod tests {
     #[test]
     fn a_failed_query_undoes_what_it_would_have_made() {
         let mut replies = ReplyFilter::default();
-        replies.sent(b'Q', Answer::Pass, not_prepared("p"));
-        replies.sent(b'Q', Answer::Pass, not_prepared("q"));
+        replies.sent(b'Q', Answer::Pass, not_prepared("p"), vec![]);
+        replies.sent(b'Q', Answer::Pass, not_prepared("q"), vec![]);
         let kept = replies.filter(chunk(b"EZCZ"), |_| {});
         assert_eq!(tags(&kept), b"EZCZ");
         assert_eq!(replies.take_undone(), not_prepared("p"));
@@ -297,9 +382,9 @@ mod tests {
     #[test]
     fn a_close_answers_a_parse_of_a_statement_the_session_has() {
         let mut replies = ReplyFilter::default();
-        replies.sent(b'C', Answer::AsParseComplete, vec![]);
-        replies.sent(b'B', Answer::Pass, vec![]);
-        replies.sent(b'S', Answer::Pass, vec![]);
+        replies.sent(b'C', Answer::AsParseComplete, vec![], vec![]);
+        replies.sent(b'B', Answer::Pass, vec![], vec![]);
+        replies.sent(b'S', Answer::Pass, vec![], vec![]);
         let kept = replies.filter(chunk(b"32Z"), |_| {});
         assert_eq!(tags(&kept), b"12Z");
     }
@@ -309,7 +394,7 @@ mod tests {
         let mut replies = ReplyFilter::default();
         assert!(replies.at_group_start());
         replies.sent_hidden_group(not_prepared("plan"));
-        replies.sent(b'Q', Answer::Pass, vec![]);
+        replies.sent(b'Q', Answer::Pass, vec![], vec![]);
         assert_eq!(replies.hidden_pending(), 1);
         let mut seen = Vec::new();
         // The gateway's PREPARE fails; the client's query answers.
@@ -318,5 +403,65 @@ mod tests {
         assert_eq!(seen, b"TDCZ");
         assert_eq!(replies.hidden_pending(), 0);
         assert_eq!(replies.take_undone(), not_prepared("plan"));
+    }
+
+    fn command_complete(tag: &str) -> BytesMut {
+        let mut out = Vec::new();
+        push_message(&mut out, b'C', format!("{tag}\0").as_bytes());
+        BytesMut::from(&out[..])
+    }
+
+    #[test]
+    fn a_stand_in_command_is_answered_with_the_tag_of_the_command_it_replaced() {
+        let mut replies = ReplyFilter::default();
+        let rewrite = |index| CommandRewrite {
+            index,
+            tag: "DEALLOCATE ALL",
+            undone_if_skipped: not_prepared("kept"),
+        };
+        // A pipeline: E, E (the stand-in), S; then a query whose second
+        // statement is one.
+        replies.sent(b'E', Answer::Pass, vec![], vec![]);
+        replies.sent(b'E', Answer::Pass, vec![], vec![rewrite(0)]);
+        replies.sent(b'S', Answer::Pass, vec![], vec![]);
+        replies.sent(b'Q', Answer::Pass, vec![], vec![rewrite(1)]);
+        let mut answer = BytesMut::new();
+        answer.extend_from_slice(&command_complete("SELECT 1"));
+        answer.extend_from_slice(&command_complete("DO"));
+        answer.extend_from_slice(&chunk(b"Z"));
+        answer.extend_from_slice(&command_complete("SELECT 1"));
+        answer.extend_from_slice(&command_complete("DO"));
+        answer.extend_from_slice(&chunk(b"Z"));
+        let kept = replies.filter(answer, |_| {});
+        let mut expected = BytesMut::new();
+        expected.extend_from_slice(&command_complete("SELECT 1"));
+        expected.extend_from_slice(&command_complete("DEALLOCATE ALL"));
+        expected.extend_from_slice(&chunk(b"Z"));
+        expected.extend_from_slice(&command_complete("SELECT 1"));
+        expected.extend_from_slice(&command_complete("DEALLOCATE ALL"));
+        expected.extend_from_slice(&chunk(b"Z"));
+        assert_eq!(kept, expected);
+        assert!(replies.take_undone().is_empty());
+    }
+
+    #[test]
+    fn a_stand_in_command_that_never_ran_undoes_its_effect() {
+        let mut replies = ReplyFilter::default();
+        replies.sent(b'E', Answer::Pass, vec![], vec![]);
+        replies.sent(
+            b'E',
+            Answer::Pass,
+            vec![],
+            vec![CommandRewrite {
+                index: 0,
+                tag: "DEALLOCATE ALL",
+                undone_if_skipped: not_prepared("kept"),
+            }],
+        );
+        replies.sent(b'S', Answer::Pass, vec![], vec![]);
+        // The first Execute fails: the second is skipped.
+        let kept = replies.filter(chunk(b"EZ"), |_| {});
+        assert_eq!(tags(&kept), b"EZ");
+        assert_eq!(replies.take_undone(), not_prepared("kept"));
     }
 }

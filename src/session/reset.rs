@@ -1,13 +1,29 @@
 //! `DISCARD ALL` and `DEALLOCATE ALL` for one client.
 //!
 //! Run on the shared engine session as they are, they would drop every
-//! client's prepared statements, settings and LISTENs. The gateway carries
-//! them out itself, on the client's own state only, when a client sends one
-//! alone in a simple query (as drivers and poolers do), and answers with the
-//! command tag PostgreSQL would.
+//! client's prepared statements, settings and LISTENs. So they never reach
+//! the engine as they are:
+//!
+//! - sent alone, as a simple query or as the one command of an
+//!   extended-protocol group, the gateway carries them out itself on the
+//!   client's own state and answers with the command tag PostgreSQL would;
+//! - `DEALLOCATE ALL` anywhere else (among other statements, in a pipeline,
+//!   in a transaction) reaches the engine as a statement that does nothing,
+//!   whose answer gets PostgreSQL's tag back, while the client forgets its
+//!   own statements;
+//! - `DISCARD ALL` anywhere else is refused as PostgreSQL refuses it inside
+//!   a transaction block or a pipeline.
 
 use crate::protocol::frame::{self, Reader};
-use crate::sql::lexer::{mentions_any, statements, tokenize};
+use crate::sql::lexer::{Token, mentions_any, statements, tokenize};
+
+/// What the engine runs in place of a `DEALLOCATE ALL` that the gateway
+/// does not carry out itself: nothing, answered with `CommandComplete`.
+pub const DEALLOCATE_ALL_STAND_IN: &[u8] = b"DO $pgshare$BEGIN END$pgshare$";
+
+/// What the engine runs in place of a `DISCARD ALL` that is not alone: the
+/// error PostgreSQL gives for one inside a transaction block or a pipeline.
+pub const DISCARD_ALL_REFUSAL: &[u8] = b"DO $pgshare$BEGIN RAISE EXCEPTION USING ERRCODE = 'active_sql_transaction', MESSAGE = 'DISCARD ALL cannot run inside a transaction block or a pipeline', HINT = 'pgshare carries out DISCARD ALL when it is sent alone outside a transaction: as a query of its own, or as the only command before a Sync'; END$pgshare$";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetCommand {
@@ -31,7 +47,11 @@ pub fn reset_command(message: &[u8]) -> Option<ResetCommand> {
     if message[0] != b'Q' {
         return None;
     }
-    let sql = Reader::new(frame::body(message)).cstr().ok()?;
+    reset_command_sql(Reader::new(frame::body(message)).cstr().ok()?)
+}
+
+/// The reset command `sql` is, if it holds exactly one.
+pub fn reset_command_sql(sql: &[u8]) -> Option<ResetCommand> {
     if !mentions_any(sql, &["all"]) {
         return None;
     }
@@ -39,13 +59,16 @@ pub fn reset_command(message: &[u8]) -> Option<ResetCommand> {
     let [statement] = statements(&tokens)[..] else {
         return None;
     };
-    let words: Vec<String> = statement
-        .iter()
-        .map(|t| String::from_utf8_lossy(t.text(sql)).to_ascii_lowercase())
-        .collect();
-    match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["discard", "all"] => Some(ResetCommand::DiscardAll),
-        ["deallocate", "all"] | ["deallocate", "prepare", "all"] => {
+    reset_statement(sql, statement)
+}
+
+/// The reset command one statement of `sql` (its tokens) is.
+pub fn reset_statement(sql: &[u8], statement: &[Token]) -> Option<ResetCommand> {
+    let word = |at: usize, word: &str| statement.get(at).is_some_and(|t| t.is_word(sql, word));
+    match statement.len() {
+        2 if word(0, "discard") && word(1, "all") => Some(ResetCommand::DiscardAll),
+        2 if word(0, "deallocate") && word(1, "all") => Some(ResetCommand::DeallocateAll),
+        3 if word(0, "deallocate") && word(1, "prepare") && word(2, "all") => {
             Some(ResetCommand::DeallocateAll)
         }
         _ => None,
@@ -79,5 +102,7 @@ mod tests {
         );
         assert_eq!(reset_command(&query("DISCARD TEMP")), None);
         assert_eq!(reset_command(&query("SELECT 1; DISCARD ALL")), None);
+        assert_eq!(reset_command(&query("DEALLOCATE \"all\"")), None);
+        assert_eq!(reset_command(&query("DISCARD SEQUENCES ALL")), None);
     }
 }

@@ -56,11 +56,13 @@ pub fn test_config() -> Config {
         relaxed_durability: true,
         auth: AuthMethod::Trust,
         users,
+        admin_users: vec!["postgres".to_string()],
         max_client_conn: 100,
         max_message_len: DEFAULT_MAX_MESSAGE_LEN,
         idle_in_transaction_timeout: Some(Duration::from_secs(30)),
         query_wait_timeout: Some(Duration::from_secs(60)),
         client_login_timeout: Some(Duration::from_secs(10)),
+        shutdown_timeout: Duration::from_secs(5),
     }
 }
 
