@@ -11,13 +11,18 @@
 //!   previous answer, and routes each answer to its client. The engine runs them
 //!   in exactly the order the lease queue would have, only without the idle gap
 //!   between two clients' units.
+//!
+//! A unit written to the engine can no longer be taken back. So behind a unit
+//! that has been running for longer than `WRITE_BEHIND_AT_MOST` (a long
+//! statement), others wait in the driver instead: there a cancel request or
+//! the client's wait timeout still withdraws them, as from the lease queue.
 
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -31,7 +36,7 @@ use crate::session::cleanup::query;
 use crate::session::listen::Notifier;
 use crate::session::names::Planned;
 use crate::session::placement::place;
-use crate::session::replies::{ReplyFilter, Undone};
+use crate::session::replies::{Answer, ReplyFilter, Undone};
 use crate::session::settings::Settings;
 
 /// What a pipelined unit's client receives, in order.
@@ -56,12 +61,20 @@ pub enum UnitEvent {
 /// client that does not read cannot make the gateway hold more.
 pub const MAX_QUEUED_ANSWER: usize = 32 << 20;
 
+/// Pipelined units are written behind the one the engine runs only while it
+/// has run for less than this; ordinary statements take microseconds, so
+/// only a long one makes the next units wait where they can be cancelled.
+const WRITE_BEHIND_AT_MOST: Duration = Duration::from_millis(2);
+
+const SYNC: &[u8] = b"S\0\0\0\x04";
+
 /// Whole units of work to run back to back.
 pub struct PipelinedUnits {
     /// The client's messages, with what they need of the session.
     pub messages: Vec<Planned>,
-    /// How many `ReadyForQuery` messages end them.
-    pub ready_count: u32,
+    /// They prepare statements and end with a `Flush`: the engine gets a
+    /// `Sync` after them, whose answer the client does not see.
+    pub closing_sync: bool,
     /// The client's settings, which the engine must carry when they run.
     pub settings: Arc<Settings>,
     /// The client's process id, for the notifications its units send.
@@ -316,54 +329,120 @@ fn refuse(request: Request) {
     }
 }
 
+/// Pipelined units accepted and not written yet, because the engine runs a
+/// long unit: they are written once it ends.
+#[derive(Default)]
+struct Held {
+    units: VecDeque<PipelinedUnits>,
+    /// When the unit at the front of the in-flight ones started to run
+    /// (when the one before it ended).
+    front_since: Option<Instant>,
+}
+
+impl Held {
+    /// Whether a new unit may be written behind those in flight now.
+    fn may_write(&self, in_flight: &VecDeque<InFlight>) -> bool {
+        in_flight.is_empty()
+            || (self.units.is_empty()
+                && self
+                    .front_since
+                    .is_none_or(|since| since.elapsed() < WRITE_BEHIND_AT_MOST))
+    }
+
+    /// Writes the held units once the engine is past the long unit: behind
+    /// a unit that has just started, or with nothing in flight.
+    fn release(
+        &mut self,
+        engine: &mut EngineSession,
+        in_flight: &mut VecDeque<InFlight>,
+        to_engine: &mut BytesMut,
+    ) {
+        let young = self
+            .front_since
+            .is_none_or(|since| since.elapsed() < WRITE_BEHIND_AT_MOST);
+        if !in_flight.is_empty() && !young {
+            return;
+        }
+        while let Some(units) = self.units.pop_front() {
+            write_units(units, engine, in_flight, to_engine, self);
+        }
+    }
+
+    /// The units in flight ended at `route`: the next one starts now.
+    fn front_ended(&mut self) {
+        self.front_since = Some(Instant::now());
+    }
+}
+
 /// Takes a request on: an exclusive one waits in `exclusive` until nothing is
-/// in flight; pipelined units are written behind what is in flight.
+/// in flight or held; pipelined units are written behind what is in flight,
+/// or held behind a long unit.
 fn accept(
     request: Request,
     engine: &mut EngineSession,
     in_flight: &mut VecDeque<InFlight>,
     to_engine: &mut BytesMut,
     exclusive: &mut Option<oneshot::Sender<Lease>>,
+    held: &mut Held,
 ) {
     match request {
         Request::Exclusive(grant) => *exclusive = Some(grant),
-        Request::Pipelined(units) => {
-            if units.taken.swap(true, Ordering::SeqCst) {
-                return;
-            }
-            units.activity.unit_taken();
-            if let Some(switch) = units.settings.switch_from(&engine.settings) {
-                // The switch's answer goes to no one.
-                to_engine.extend_from_slice(&switch);
-                in_flight.push_back(InFlight {
-                    ready_left: 1,
-                    client: None,
-                    events: None,
-                    replies: ReplyFilter::default(),
-                    queued: Arc::default(),
-                });
-                engine.settings = units.settings.clone();
-            }
-            // Pipelined units start with the session idle.
-            let mut replies = ReplyFilter::default();
-            for (index, planned) in units.messages.into_iter().enumerate() {
-                place(
-                    planned,
-                    &mut engine.statements,
-                    &mut replies,
-                    to_engine,
-                    index == 0,
-                );
-            }
-            in_flight.push_back(InFlight {
-                ready_left: units.ready_count + replies.hidden_pending(),
-                client: Some(units.client),
-                events: Some(units.events),
-                replies,
-                queued: units.queued,
-            });
+        Request::Pipelined(units) if held.may_write(in_flight) => {
+            write_units(units, engine, in_flight, to_engine, held);
         }
+        Request::Pipelined(units) => held.units.push_back(units),
     }
+}
+
+/// Writes pipelined units to the engine, unless their client withdrew them.
+fn write_units(
+    units: PipelinedUnits,
+    engine: &mut EngineSession,
+    in_flight: &mut VecDeque<InFlight>,
+    to_engine: &mut BytesMut,
+    held: &mut Held,
+) {
+    if units.taken.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    if in_flight.is_empty() {
+        held.front_ended();
+    }
+    units.activity.unit_taken();
+    if let Some(switch) = units.settings.switch_from(&engine.settings) {
+        // The switch's answer goes to no one.
+        to_engine.extend_from_slice(&switch);
+        in_flight.push_back(InFlight {
+            ready_left: 1,
+            client: None,
+            events: None,
+            replies: ReplyFilter::default(),
+            queued: Arc::default(),
+        });
+        engine.settings = units.settings.clone();
+    }
+    // Pipelined units start with the session idle.
+    let mut replies = ReplyFilter::default();
+    for (index, planned) in units.messages.into_iter().enumerate() {
+        place(
+            planned,
+            &mut engine.statements,
+            &mut replies,
+            to_engine,
+            index == 0,
+        );
+    }
+    if units.closing_sync {
+        to_engine.extend_from_slice(SYNC);
+        replies.sent(b'S', Answer::Hide, Vec::new(), Vec::new());
+    }
+    in_flight.push_back(InFlight {
+        ready_left: 1 + replies.hidden_pending(),
+        client: Some(units.client),
+        events: Some(units.events),
+        replies,
+        queued: units.queued,
+    });
 }
 
 async fn drive(
@@ -373,11 +452,13 @@ async fn drive(
     reopen: Reopen,
 ) {
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut held = Held::default();
     let mut to_engine = BytesMut::new();
     // An exclusive request waits here until everything in flight is answered.
     let mut exclusive: Option<oneshot::Sender<Lease>> = None;
     loop {
         if in_flight.is_empty()
+            && held.units.is_empty()
             && let Some(grant) = exclusive.take()
         {
             session = lend(session, grant).await;
@@ -402,6 +483,7 @@ async fn drive(
                     &mut in_flight,
                     &mut to_engine,
                     &mut exclusive,
+                    &mut held,
                 ),
                 None => {
                     refuse(request);
@@ -419,9 +501,9 @@ async fn drive(
         let result: io::Result<()> = tokio::select! {
             request = requests.recv(), if accepting => {
                 match request {
-                    None if in_flight.is_empty() => return,
+                    None if in_flight.is_empty() && held.units.is_empty() => return,
                     None => {}
-                    Some(request) => accept(request, engine, &mut in_flight, &mut to_engine, &mut exclusive),
+                    Some(request) => accept(request, engine, &mut in_flight, &mut to_engine, &mut exclusive, &mut held),
                 }
                 Ok(())
             }
@@ -429,13 +511,21 @@ async fn drive(
             // Read even when nothing is in flight: a server sends the
             // notifications of other sessions while this one is idle.
             filled = engine.input.fill() => match filled {
-                Ok(()) => route(engine, &mut in_flight, &notifier).await,
+                Ok(()) => {
+                    let routed = route(engine, &mut in_flight, &notifier, &mut held).await;
+                    if routed.is_ok() && !held.units.is_empty() {
+                        held.release(engine, &mut in_flight, &mut to_engine);
+                    }
+                    routed
+                }
                 Err(err) => Err(err),
             },
         };
         if let Err(err) = result {
             warn!("an engine session failed: {err}; the clients whose work was on it get an error");
-            for events in in_flight.drain(..).filter_map(|unit| unit.events) {
+            let held_events = held.units.drain(..).map(|units| units.events);
+            let in_flight_events = in_flight.drain(..).filter_map(|unit| unit.events);
+            for events in in_flight_events.chain(held_events) {
                 let _ = events.send(UnitEvent::Failed(io::Error::new(
                     err.kind(),
                     err.to_string(),
@@ -491,6 +581,7 @@ async fn route(
     engine: &mut EngineSession,
     in_flight: &mut VecDeque<InFlight>,
     notifier: &Notifier,
+    held: &mut Held,
 ) -> io::Result<()> {
     if in_flight.is_empty() {
         return route_unsolicited(engine, notifier);
@@ -536,6 +627,7 @@ async fn route(
             return Ok(());
         }
         let unit = in_flight.pop_front().expect("front unit exists");
+        held.front_ended();
         if let Some(events) = unit.events {
             let _ = events.send(UnitEvent::Done);
         }

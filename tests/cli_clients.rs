@@ -157,3 +157,66 @@ async fn psql_reaches_the_gateway_over_its_unix_socket() {
     assert_eq!(out.trim(), "over unix");
     gateway.stop().await;
 }
+
+/// `pg_dump -j` needs sessions of its own: on a shared engine its snapshot
+/// export is refused at once with the reason, and a dump without `-j`
+/// works. (Behind an upstream pool it works: see `upstream.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_pg_dump_is_refused_at_once_with_the_reason() {
+    let gateway = Gateway::start().await;
+    let url = gateway.url();
+    psql(
+        &url,
+        "CREATE TABLE one(x int); CREATE TABLE two(y int); INSERT INTO one VALUES (1)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("parallel");
+    let pg_dump = support::hosts::pg_dump();
+    let started = std::time::Instant::now();
+    let output = tokio::task::spawn_blocking({
+        let (pg_dump, url) = (pg_dump.clone(), url.clone());
+        move || {
+            std::process::Command::new(pg_dump)
+                .args(["-Fd", "-j", "2", "-f"])
+                .arg(&target)
+                .arg(&url)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("pg_export_snapshot() is not supported here")
+            && stderr.contains("without -j"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "refused at once, not after a timeout"
+    );
+    let plain = dir.path().join("plain.sql");
+    let dumped = tokio::task::spawn_blocking({
+        let plain = plain.clone();
+        move || {
+            std::process::Command::new(pg_dump)
+                .arg("-f")
+                .arg(&plain)
+                .arg(&url)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        dumped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dumped.stderr)
+    );
+    let dump = std::fs::read_to_string(plain).unwrap();
+    assert!(dump.contains("CREATE TABLE public.two"), "{dump}");
+    gateway.stop().await;
+}

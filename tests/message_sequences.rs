@@ -268,3 +268,128 @@ async fn deallocate_all_and_discard_all_act_on_their_client_only_upstream() {
         gateway.stop().await;
     }
 }
+
+/// asyncpg prepares with Parse, Describe and Flush, and sends no Sync until
+/// it runs the statement: meanwhile other clients are served.
+async fn prepare_with_flush_holds_nothing(gateway: &Gateway) {
+    let mut a = Wire::connect(gateway.addr, "postgres").await;
+    let mut b = Wire::connect(gateway.addr, "postgres").await;
+    a.send(&[
+        parse("s1", "select $1::int * 2"),
+        describe(b'S', "s1"),
+        flush(),
+    ])
+    .await;
+    let mut prepared = Vec::new();
+    for _ in 0..3 {
+        prepared.push(a.read().await);
+    }
+    assert_eq!(tags(&prepared), "1tT");
+    assert!(
+        a.try_read(std::time::Duration::from_millis(200))
+            .await
+            .is_none(),
+        "no ReadyForQuery before the client's Sync"
+    );
+    let answer = b.exchange(&[query("SELECT 2")], 1).await;
+    assert_eq!(answer[1].first_value().as_deref(), Some("2"));
+    let answer = a
+        .exchange(&[bind("", "s1", &[Some("21")]), execute(""), sync()], 1)
+        .await;
+    assert_eq!(tags(&answer), "2DCZ");
+    assert_eq!(answer[1].first_value().as_deref(), Some("42"));
+    // An error skips the rest up to the client's own Sync, as PostgreSQL.
+    a.send(&[parse("bad", "selec 1"), describe(b'S', "bad"), flush()])
+        .await;
+    let failed = a.read().await;
+    assert_eq!(failed.tag, b'E');
+    assert_eq!(failed.field(b'C').as_deref(), Some("42601"));
+    let answer = a
+        .exchange(&[bind("", "bad", &[]), execute(""), sync()], 1)
+        .await;
+    assert_eq!(tags(&answer), "Z", "skipped up to the Sync: {answer:?}");
+    let answer = a.exchange(&[query("SELECT 3")], 1).await;
+    assert_eq!(answer[1].first_value().as_deref(), Some("3"));
+    let answer = b.exchange(&[query("SELECT 4")], 1).await;
+    assert_eq!(answer[1].first_value().as_deref(), Some("4"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_ending_with_flush_leaves_the_engine_to_others() {
+    let gateway = Gateway::start().await;
+    prepare_with_flush_holds_nothing(&gateway).await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_ending_with_flush_leaves_the_engine_to_others_upstream() {
+    let server = Postgres::start();
+    for pool_size in [1, 3] {
+        let gateway = upstream_gateway(&server, pool_size).await;
+        prepare_with_flush_holds_nothing(&gateway).await;
+        gateway.stop().await;
+    }
+}
+
+/// A LISTEN prepared in one unit of work and run in the next (asyncpg's
+/// `add_listener`) is a LISTEN of its client: notifications reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_prepared_before_it_runs_delivers_notifications() {
+    let gateway = Gateway::start().await;
+    let mut listener = Wire::connect(gateway.addr, "postgres").await;
+    let mut sender = Wire::connect(gateway.addr, "postgres").await;
+    listener
+        .send(&[parse("", "LISTEN events"), describe(b'S', ""), flush()])
+        .await;
+    for _ in 0..3 {
+        listener.read().await;
+    }
+    let answer = listener
+        .exchange(&[bind("", "", &[]), execute(""), sync()], 1)
+        .await;
+    assert_eq!(tags(&answer), "2CZ", "{answer:?}");
+    sender.exchange(&[query("NOTIFY events, 'hello'")], 1).await;
+    let notification = listener.read().await;
+    assert_eq!(notification.tag, b'A', "{notification:?}");
+    assert!(notification.body.ends_with(b"events\0hello\0"));
+    gateway.stop().await;
+}
+
+/// A client that waited too long learns who holds the engine, and the
+/// holder, disconnected for idling in its transaction, learns for how long
+/// it held it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_name_the_client_that_holds_the_engine() {
+    let mut config = test_config();
+    config.query_wait_timeout = Some(std::time::Duration::from_millis(500));
+    config.idle_in_transaction_timeout = Some(std::time::Duration::from_secs(2));
+    let gateway = Gateway::start_with(config).await;
+    let mut holder = Wire::connect(gateway.addr, "postgres").await;
+    let mut waiter = Wire::connect(gateway.addr, "postgres").await;
+    holder
+        .exchange(&[query("SET application_name = 'holding'")], 1)
+        .await;
+    holder.exchange(&[query("BEGIN")], 1).await;
+    let answer = waiter.exchange(&[query("SELECT 1")], 1).await;
+    let error = answer.iter().find(|m| m.tag == b'E').expect("an error");
+    assert_eq!(error.field(b'C').as_deref(), Some("57014"));
+    let detail = error.field(b'D').expect("a detail");
+    assert!(
+        detail.contains(&format!("client {}", holder.process_id))
+            && detail.contains("application \"holding\"")
+            && detail.contains("in transaction"),
+        "{detail}"
+    );
+    let fatal = holder.read().await;
+    assert_eq!(fatal.field(b'C').as_deref(), Some("25P03"), "{fatal:?}");
+    assert_eq!(fatal.field(b'S').as_deref(), Some("FATAL"));
+    let detail = fatal.field(b'D').expect("a detail");
+    assert!(
+        detail.contains(&format!(
+            "Client {} held the shared engine",
+            holder.process_id
+        )) && detail.contains("idle in a transaction for the last 2 s"),
+        "{detail}"
+    );
+    gateway.stop().await;
+}

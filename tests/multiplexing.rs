@@ -249,6 +249,66 @@ async fn cancelling_a_queued_query_removes_it() {
     gateway.stop().await;
 }
 
+/// A statement queued behind another client's long autocommit statement
+/// (which the gateway pipelines, rather than lending the engine) is still
+/// removed by a cancel: it was not handed to the engine yet.
+async fn cancel_behind_a_running_statement(gateway: &Gateway) {
+    let waiter = gateway.connect().await;
+    waiter
+        .batch_execute("CREATE TABLE behind(x int)")
+        .await
+        .unwrap();
+    for statement in ["SELECT 1", "INSERT INTO behind VALUES (42)"] {
+        let sleeping = {
+            let sleeper = gateway.connect().await;
+            tokio::spawn(async move { sleeper.batch_execute("SELECT pg_sleep(2)").await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let token = waiter.cancel_token();
+        let started = std::time::Instant::now();
+        let run = waiter.simple_query(statement);
+        tokio::pin!(run);
+        let result = tokio::select! {
+            result = &mut run => result,
+            () = async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+                std::future::pending::<()>().await
+            } => unreachable!(),
+        };
+        let err = result.expect_err("cancelled");
+        assert_eq!(sqlstate(&err), "57014", "{statement}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{statement}: answered at once, not after the sleep"
+        );
+        sleeping.await.unwrap().unwrap();
+    }
+    let count: i64 = waiter
+        .query_one("SELECT count(*) FROM behind", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 0, "the cancelled insert never ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_statement_queued_behind_a_running_one_removes_it() {
+    let gateway = Gateway::start().await;
+    cancel_behind_a_running_statement(&gateway).await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_statement_queued_behind_a_running_one_removes_it_upstream() {
+    let server = support::postgres::Postgres::start();
+    let mut config = support::test_config();
+    config.upstream = Some(pgshare::engine::upstream::Upstream::parse(&server.url()).unwrap());
+    let gateway = Gateway::start_with(config).await;
+    cancel_behind_a_running_statement(&gateway).await;
+    gateway.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_in_and_out_through_the_gateway() {
     use futures_util::{SinkExt, StreamExt};

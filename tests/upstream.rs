@@ -583,3 +583,34 @@ async fn a_configured_upstream_database_sits_beside_embedded_ones() {
     assert_eq!(support::sqlstate(&refused), "0A000");
     gateway.stop().await;
 }
+
+/// Behind a pool, each worker of a parallel `pg_dump` gets a server session
+/// of its own and imports the leader's snapshot there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_pg_dump_works_through_a_pool() {
+    let server = Postgres::start();
+    let gateway = gateway_for(&server.url(), 4).await;
+    let url = gateway.url();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("dump").to_string_lossy().into_owned();
+    let listed = tokio::task::spawn_blocking(move || {
+        run(
+            "psql",
+            &[
+                &url,
+                "-X",
+                "-c",
+                "CREATE TABLE one AS SELECT generate_series(1, 1000) AS x; CREATE TABLE two AS SELECT 'y'::text AS y",
+            ],
+        );
+        run("pg_dump", &["-Fd", "-j", "3", "-f", &target, &url]);
+        run("pg_restore", &["--list", &target])
+    })
+    .await
+    .unwrap();
+    assert!(
+        listed.contains("TABLE DATA public one") && listed.contains("TABLE DATA public two"),
+        "{listed}"
+    );
+    gateway.stop().await;
+}

@@ -445,6 +445,39 @@ impl ClientRegistration {
     }
 }
 
+impl ClientRegistration {
+    /// Who holds the engine of this client's database now, for the errors
+    /// of a client that waited too long: "client 1003 (application "psql",
+    /// from 127.0.0.1:50412), for 61.2 s, in transaction".
+    pub fn engine_holder(&self) -> Option<String> {
+        let database = &self.activity.database;
+        let holder = database.live().holder?;
+        let clock = self.registry.clock();
+        let held = clock.since(holder.since) as f64 / 1e6;
+        let Some(client) = self.registry.client(holder.client) else {
+            return Some(format!("client {}, for {held:.1} s", holder.client));
+        };
+        let mut who = format!("client {}", holder.client);
+        let application = client.application_name();
+        let mut about = Vec::new();
+        if !application.is_empty() {
+            about.push(format!("application \"{application}\""));
+        }
+        if let Some(peer) = client.info.peer {
+            about.push(format!("from {peer}"));
+        }
+        if !about.is_empty() {
+            who.push_str(&format!(" ({})", about.join(", ")));
+        }
+        Some(format!("{who}, for {held:.1} s, {}", client.state().name()))
+    }
+
+    /// How many other clients wait for this client's database now.
+    pub fn others_waiting(&self) -> usize {
+        self.activity.database.live().waiting
+    }
+}
+
 impl std::ops::Deref for ClientRegistration {
     type Target = ClientActivity;
 

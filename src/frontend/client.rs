@@ -96,6 +96,8 @@ struct Client {
     pending: VecDeque<BytesMut>,
     to_engine: BytesMut,
     lease: Option<Lease>,
+    /// When the client took its lease.
+    leased_at: Instant,
     /// No more input will come from the client.
     client_done: bool,
     /// An error ended an unfinished extended-protocol sequence before it ran;
@@ -140,6 +142,7 @@ pub async fn serve<S: ClientStream>(stream: &mut S, inbuf: BytesMut, ctx: Client
         pending: VecDeque::new(),
         to_engine: BytesMut::new(),
         lease: None,
+        leased_at: Instant::now(),
         client_done: false,
         skipping_to_sync: false,
         settings,
@@ -202,12 +205,20 @@ fn cancelled_by_user() -> PgError {
     )
 }
 
-fn wait_timed_out() -> PgError {
-    PgError::error(
+/// What a client that waited `query_wait_timeout` for the engine gets,
+/// naming who holds it.
+fn wait_timed_out(ctx: &ClientContext) -> PgError {
+    let error = PgError::error(
         sqlstate::QUERY_CANCELED,
         "canceling statement due to query_wait_timeout",
     )
-    .with_hint("another client held the shared engine for longer than query_wait_timeout")
+    .with_hint(
+        "another client held the shared engine for longer than query_wait_timeout; a client that keeps a transaction open (as drivers do by default outside autocommit) holds it until it commits",
+    );
+    match ctx.activity.engine_holder() {
+        Some(holder) => error.with_detail(format!("The engine is held by {holder}.")),
+        None => error,
+    }
 }
 
 fn admin_shutdown() -> PgError {

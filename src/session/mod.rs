@@ -4,6 +4,7 @@
 
 pub mod cleanup;
 pub mod database_commands;
+pub mod effects;
 pub mod gateway_commands;
 pub mod listen;
 pub mod names;
@@ -13,5 +14,6 @@ pub mod placement;
 pub mod replies;
 pub mod reset;
 pub mod settings;
+pub mod snapshots;
 pub mod statements;
 pub mod unit;

@@ -35,12 +35,12 @@ use crate::protocol::frame::{self, Reader};
 use crate::sql::lexer::{Kind, Token, mentions_any, statements, tokenize};
 
 use super::cleanup::query;
+use super::effects::SessionEffects;
 use super::pipeline::is_self_contained;
 use super::replies::{CommandRewrite, Undone};
 use super::reset::{
     DEALLOCATE_ALL_STAND_IN, DISCARD_ALL_REFUSAL, ResetCommand, reset_command_sql, reset_statement,
 };
-use super::settings::may_change_settings;
 
 /// PostgreSQL compares statement and portal names on their first 63 bytes.
 const MAX_NAME_LEN: usize = 63;
@@ -109,8 +109,8 @@ struct ClientStatement {
     recreate: Recreate,
     /// See `pipeline::is_self_contained`.
     self_contained: bool,
-    /// See `settings::may_change_settings`.
-    changes_settings: bool,
+    /// What running it may change in the client's session.
+    effects: SessionEffects,
     /// The statement is a `DISCARD ALL` or `DEALLOCATE ALL`.
     reset: Option<ResetCommand>,
 }
@@ -151,6 +151,8 @@ pub struct Namespace {
     generations: HashMap<Vec<u8>, u32>,
     /// The unnamed statement is a `DISCARD ALL` or `DEALLOCATE ALL`.
     unnamed_reset: Option<ResetCommand>,
+    /// What running the unnamed statement may change.
+    unnamed_effects: SessionEffects,
     /// Portals bound to such a statement, by the client's name.
     reset_portals: HashMap<Vec<u8>, ResetCommand>,
 }
@@ -162,6 +164,7 @@ impl Namespace {
             statements: HashMap::new(),
             generations: HashMap::new(),
             unnamed_reset: None,
+            unnamed_effects: SessionEffects::default(),
             reset_portals: HashMap::new(),
         }
     }
@@ -268,7 +271,7 @@ impl Namespace {
             Undone::ClientKeeps { name, statement } => {
                 self.statements.entry(name).or_insert(statement.0);
             }
-            Undone::NotPrepared(_) => {}
+            Undone::NotPrepared(_) | Undone::SkipToSync => {}
         }
     }
 
@@ -279,11 +282,15 @@ impl Namespace {
             .is_some_and(|statement| statement.self_contained)
     }
 
-    /// Whether running the client's statement `name` may change settings.
-    pub fn changes_settings(&self, name: &[u8]) -> bool {
+    /// What running the client's statement `name` (the unnamed one for an
+    /// empty name) may change in its session.
+    pub fn effects_of(&self, name: &[u8]) -> Option<&SessionEffects> {
+        if name.is_empty() {
+            return Some(&self.unnamed_effects);
+        }
         self.statements
             .get(name)
-            .is_some_and(|statement| statement.changes_settings)
+            .map(|statement| &statement.effects)
     }
 
     /// The SQL of the client's statement `name`, when it was prepared
@@ -394,7 +401,7 @@ impl Namespace {
                             engine: engine.clone(),
                             recreate: Recreate::Prepare(Bytes::from(query(&prepare))),
                             self_contained: is_self_contained(body),
-                            changes_settings: may_change_settings(body),
+                            effects: SessionEffects::of_sql(body),
                             reset: None,
                         },
                     );
@@ -461,6 +468,7 @@ impl Namespace {
                 let reset = reset_command_sql(sql);
                 if name.is_empty() {
                     self.unnamed_reset = reset;
+                    self.unnamed_effects = SessionEffects::of_sql(sql);
                 }
                 let rewritten = self.rewrite_sql(sql, false);
                 let sql_for_engine = match rewritten {
@@ -493,7 +501,7 @@ impl Namespace {
                             engine: engine.clone(),
                             recreate: Recreate::Parse(Bytes::from(parse)),
                             self_contained: is_self_contained(sql),
-                            changes_settings: may_change_settings(sql),
+                            effects: SessionEffects::of_sql(sql),
                             reset,
                         },
                     );

@@ -32,6 +32,7 @@ const SESSION_FUNCTIONS: &[&str] = &[
     "pg_advisory_unlock",
     "pg_advisory_unlock_shared",
     "pg_advisory_unlock_all",
+    "pg_export_snapshot",
 ];
 
 /// True when `sql` is exactly one statement that cannot leave a transaction
@@ -51,23 +52,38 @@ pub fn is_self_contained(sql: &[u8]) -> bool {
             .any(|token| SESSION_FUNCTIONS.iter().any(|f| token.is_word(sql, f)))
 }
 
-/// When everything in `pending` is exactly one pipelinable unit, the number of
-/// `ReadyForQuery` messages that answer it (always 1).
-pub fn single_pipelinable_unit(pending: &VecDeque<BytesMut>, names: &Namespace) -> Option<u32> {
+/// A unit of work that may be pipelined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pipelinable {
+    /// It ends with its own `Sync` or is one simple `Query`.
+    Whole,
+    /// It prepares and describes statements and ends with a `Flush`, as
+    /// asyncpg's `prepare` does, waiting for the answers before it binds
+    /// them. The engine gets a `Sync` after it, whose `ReadyForQuery` the
+    /// client never sees, so that the client does not hold the engine until
+    /// it sends one.
+    Prepares,
+}
+
+/// Whether everything in `pending` is exactly one pipelinable unit.
+pub fn single_pipelinable_unit(
+    pending: &VecDeque<BytesMut>,
+    names: &Namespace,
+) -> Option<Pipelinable> {
     // Flushes after the end of the unit ask for nothing more (libpq's
     // pipeline mode sends one after each Sync).
     let len = pending.len() - pending.iter().rev().take_while(|m| m[0] == b'H').count();
     let first = pending.front()?;
     if first[0] == b'Q' {
         let sql = Reader::new(frame::body(first)).cstr().ok()?;
-        return (len == 1 && is_self_contained(sql)).then_some(1);
+        return (len == 1 && is_self_contained(sql)).then_some(Pipelinable::Whole);
     }
     // Parse, Bind, Describe and Close never change the transaction state;
     // only what an Execute runs can.
     let mut unnamed: Option<bool> = None;
     let mut parsed: HashMap<&[u8], bool> = HashMap::new();
     let mut bound: HashMap<&[u8], bool> = HashMap::new();
-    for (index, message) in pending.iter().enumerate() {
+    for (index, message) in pending.iter().take(len).enumerate() {
         let mut reader = Reader::new(frame::body(message));
         match message[0] {
             b'P' => {
@@ -98,11 +114,23 @@ pub fn single_pipelinable_unit(pending: &VecDeque<BytesMut>, names: &Namespace) 
                 }
             }
             b'D' | b'C' => {}
-            b'S' => return (index + 1 == len).then_some(1),
+            b'S' => return (index + 1 == len).then_some(Pipelinable::Whole),
             _ => return None,
         }
     }
-    None
+    only_prepares(pending, len).then_some(Pipelinable::Prepares)
+}
+
+/// True when the first `len` messages of `pending` only prepare, describe
+/// and close statements, and a `Flush` follows them.
+fn only_prepares(pending: &VecDeque<BytesMut>, len: usize) -> bool {
+    len > 0
+        && len < pending.len()
+        && pending.iter().take(len).all(|message| match message[0] {
+            b'P' => true,
+            b'D' | b'C' => message.get(5) == Some(&b'S'),
+            _ => false,
+        })
 }
 
 #[cfg(test)]
@@ -182,7 +210,10 @@ mod tests {
             message(b'S', b""),
         ]
         .into();
-        assert_eq!(single_pipelinable_unit(&unit, &names), Some(1));
+        assert_eq!(
+            single_pipelinable_unit(&unit, &names),
+            Some(Pipelinable::Whole)
+        );
     }
 
     #[test]
@@ -192,7 +223,10 @@ mod tests {
         names.plan(parse("begin", "BEGIN")).unwrap();
         let read: VecDeque<_> = [bind("", "read"), execute(""), message(b'S', b"")].into();
         let begin: VecDeque<_> = [bind("", "begin"), execute(""), message(b'S', b"")].into();
-        assert_eq!(single_pipelinable_unit(&read, &names), Some(1));
+        assert_eq!(
+            single_pipelinable_unit(&read, &names),
+            Some(Pipelinable::Whole)
+        );
         assert_eq!(single_pipelinable_unit(&begin, &names), None);
     }
 
@@ -201,7 +235,10 @@ mod tests {
         let names = Namespace::new(1);
         let describe = message(b'D', b"Sbegin\0");
         let prepare: VecDeque<_> = [parse("begin", "BEGIN"), describe, message(b'S', b"")].into();
-        assert_eq!(single_pipelinable_unit(&prepare, &names), Some(1));
+        assert_eq!(
+            single_pipelinable_unit(&prepare, &names),
+            Some(Pipelinable::Whole)
+        );
         let run: VecDeque<_> = [
             parse("", "BEGIN"),
             bind("", ""),
@@ -220,7 +257,14 @@ mod tests {
         let two: VecDeque<_> = [message(b'Q', b"SELECT 1\0"), message(b'Q', b"SELECT 2\0")].into();
         assert_eq!(single_pipelinable_unit(&two, &names), None);
         let flush: VecDeque<_> = [parse("", "SELECT 1"), message(b'H', b"")].into();
-        assert_eq!(single_pipelinable_unit(&flush, &names), None);
+        assert_eq!(
+            single_pipelinable_unit(&flush, &names),
+            Some(Pipelinable::Prepares)
+        );
+        let bound: VecDeque<_> = [bind("", ""), message(b'H', b"")].into();
+        assert_eq!(single_pipelinable_unit(&bound, &names), None);
+        let portal: VecDeque<_> = [message(b'D', b"P\0"), message(b'H', b"")].into();
+        assert_eq!(single_pipelinable_unit(&portal, &names), None);
     }
 
     #[test]
@@ -228,7 +272,10 @@ mod tests {
         let names = Namespace::new(1);
         let flush = || message(b'H', b"");
         let simple: VecDeque<_> = [message(b'Q', b"SELECT 1\0"), flush()].into();
-        assert_eq!(single_pipelinable_unit(&simple, &names), Some(1));
+        assert_eq!(
+            single_pipelinable_unit(&simple, &names),
+            Some(Pipelinable::Whole)
+        );
         let extended: VecDeque<_> = [
             parse("", "SELECT 1"),
             bind("", ""),
@@ -238,6 +285,9 @@ mod tests {
             flush(),
         ]
         .into();
-        assert_eq!(single_pipelinable_unit(&extended, &names), Some(1));
+        assert_eq!(
+            single_pipelinable_unit(&extended, &names),
+            Some(Pipelinable::Whole)
+        );
     }
 }

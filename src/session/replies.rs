@@ -30,7 +30,7 @@ use super::names::Forgotten;
 pub enum Answer {
     /// The client's own: passed on.
     Pass,
-    /// The gateway's: dropped.
+    /// The gateway's: dropped (for a `Sync`, its `ReadyForQuery`).
     Hide,
     /// A `CloseComplete` that answers the client's `Parse`.
     AsParseComplete,
@@ -46,6 +46,9 @@ pub enum Undone {
     /// The client's statement `name` exists after all: its `Close` did not
     /// run.
     ClientKeeps { name: Vec<u8>, statement: Forgotten },
+    /// The client's sequence failed before a `Sync` the gateway added: its
+    /// messages up to its own `Sync` are skipped, as PostgreSQL skips them.
+    SkipToSync,
 }
 
 /// A command whose `CommandComplete` the client must see with another tag,
@@ -87,6 +90,11 @@ pub struct ReplyFilter {
     failing: VecDeque<(u64, Vec<Undone>)>,
     /// Commands whose answers get another tag, in order.
     rewrites: VecDeque<PendingRewrite>,
+    /// Groups ended by a `Sync` of the gateway's, whose `ReadyForQuery` is
+    /// dropped.
+    hidden_ready: VecDeque<u64>,
+    /// The group being answered failed.
+    group_failed: bool,
     /// Commands sent in the current group, and answered in the group being
     /// answered.
     sent_commands: u32,
@@ -122,6 +130,9 @@ impl ReplyFilter {
         }
         if tag == b'E' {
             self.sent_commands += 1;
+        }
+        if tag == b'S' && answer == Answer::Hide {
+            self.hidden_ready.push_back(self.sent_group);
         }
         if matches!(tag, b'P' | b'C') {
             self.expected.push_back(Expected {
@@ -173,6 +184,7 @@ impl ReplyFilter {
             && self.hidden.is_empty()
             && self.failing.is_empty()
             && self.rewrites.is_empty()
+            && self.hidden_ready.is_empty()
         {
             for message in messages(&output) {
                 if message[0] == b'Z' {
@@ -227,6 +239,7 @@ impl ReplyFilter {
                     }
                 }
                 b'E' => {
+                    self.group_failed = true;
                     self.skip_rest_of_group();
                     if let Some((_, undone)) = self.failing_group() {
                         let mut failed = std::mem::take(undone);
@@ -238,8 +251,19 @@ impl ReplyFilter {
                     if self.failing_group().is_some() {
                         self.failing.pop_front();
                     }
+                    let hidden = self.hidden_ready.front() == Some(&self.answered_group);
+                    if hidden {
+                        self.hidden_ready.pop_front();
+                        if self.group_failed {
+                            self.undone.push(Undone::SkipToSync);
+                        }
+                    }
+                    self.group_failed = false;
                     self.answered_group += 1;
                     self.answered_commands = 0;
+                    if hidden {
+                        continue;
+                    }
                 }
                 _ => {}
             }

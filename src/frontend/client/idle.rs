@@ -7,6 +7,7 @@
 //! out of the queue.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
@@ -88,10 +89,10 @@ impl Client {
         }
         if self.ctx.settings_checked
             && database.scheduler.pipelines()
-            && let Some(ready_count) = single_pipelinable_unit(&self.pending, &self.names)
+            && let Some(kind) = single_pipelinable_unit(&self.pending, &self.names)
             && self.ctx.activity.admit_now()
         {
-            self.run_pipelined(stream, ready_count).await?;
+            self.run_pipelined(stream, kind).await?;
             return Ok(Step::Continue);
         }
         match self.acquire(stream).await? {
@@ -186,6 +187,7 @@ impl Client {
             self.ctx.cancel.set_running(engine.cancel.clone());
         }
         self.lease = Some(lease);
+        self.leased_at = Instant::now();
         Ok(())
     }
 
@@ -199,12 +201,22 @@ impl Client {
         let waiting = self.ctx.activity.wait_for_engine();
         let for_listen = self.pending.iter().any(|message| {
             let mut reader = Reader::new(frame::body(message));
-            let sql = match message[0] {
-                b'Q' => reader.cstr().ok(),
-                b'P' => reader.cstr().and_then(|_name| reader.cstr()).ok(),
-                _ => None,
-            };
-            sql.is_some_and(listen::may_change_listens)
+            match message[0] {
+                b'Q' => reader.cstr().is_ok_and(listen::may_change_listens),
+                b'P' => reader
+                    .cstr()
+                    .and_then(|_name| reader.cstr())
+                    .is_ok_and(listen::may_change_listens),
+                b'B' => reader
+                    .cstr()
+                    .and_then(|_portal| reader.cstr())
+                    .is_ok_and(|statement| {
+                        self.names
+                            .effects_of(statement)
+                            .is_some_and(|effects| effects.listens)
+                    }),
+                _ => false,
+            }
         });
         let wait = cancel.cancellable(async {
             let lease = async {
@@ -231,7 +243,7 @@ impl Client {
                             Ok(Some(lease))
                         }
                         Some(None) => {
-                            self.reject_unit(stream, wait_timed_out()).await?;
+                            self.reject_unit(stream, wait_timed_out(&self.ctx)).await?;
                             Ok(None)
                         }
                         None => {

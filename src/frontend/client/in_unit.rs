@@ -16,12 +16,13 @@ use crate::frontend::transport::ClientStream;
 use crate::protocol::error::{PgError, sqlstate};
 use crate::protocol::frame::{self, Reader};
 use crate::scheduler::Lease;
+use crate::session::effects::SessionEffects;
 use crate::session::gateway_commands::{GatewayCommand, front_command};
 use crate::session::names::Namespace;
 use crate::session::placement::place;
 use crate::session::replies::Undone;
 use crate::session::reset::ResetCommand;
-use crate::session::{listen, pinning, settings};
+use crate::session::{listen, pinning, settings, snapshots};
 
 use super::commands::run_database_command;
 use super::{
@@ -121,6 +122,7 @@ impl Client {
     /// the statements they use prepared on this session first.
     fn forward_pending(&mut self, engine: &mut EngineSession) -> Result<(), End> {
         let databases = self.ctx.registry.manages_databases();
+        let one_session = self.ctx.database.scheduler.pipelines();
         let mut last = None;
         while let Some(tag) = self.pending.front().map(|message| message[0]) {
             let waits_for_answers =
@@ -133,7 +135,10 @@ impl Client {
                 // answered, if that leaves the engine idle.
                 break;
             }
-            let message = self.pending.pop_front().expect("front exists");
+            let mut message = self.pending.pop_front().expect("front exists");
+            if one_session {
+                message = snapshots::refuse_export(message);
+            }
             if tag == b'X' {
                 self.client_done = true;
                 self.pending.clear();
@@ -165,34 +170,34 @@ impl Client {
     }
 
     /// Notes what forwarding `message` may change in the client's session:
-    /// settings, or channels it listens to.
+    /// a query by its SQL, a `Bind` by the statement it runs (prepared in
+    /// this unit of work or an earlier one).
     fn note_session_changes(&mut self, message: &[u8]) {
         let mut reader = Reader::new(frame::body(message));
-        let sql = match message[0] {
-            b'Q' => reader.cstr().ok(),
-            b'P' => reader.cstr().and_then(|_name| reader.cstr()).ok(),
-            b'B' => {
-                let statement = reader.cstr().and_then(|_portal| reader.cstr());
-                if statement.is_ok_and(|statement| self.names.changes_settings(statement)) {
-                    self.settings_may_change = true;
-                }
-                None
+        let from_query;
+        let effects = match message[0] {
+            b'Q' => {
+                let Ok(sql) = reader.cstr() else { return };
+                from_query = SessionEffects::of_sql(sql);
+                &from_query
             }
-            _ => None,
+            b'B' => {
+                let Ok(statement) = reader.cstr().and_then(|_portal| reader.cstr()) else {
+                    return;
+                };
+                match self.names.effects_of(statement) {
+                    Some(effects) => effects,
+                    None => return,
+                }
+            }
+            _ => return,
         };
-        let Some(sql) = sql else {
-            return;
-        };
-        if settings::may_change_settings(sql) {
-            self.settings_may_change = true;
-        }
-        if listen::may_change_listens(sql) {
+        self.settings_may_change |= effects.settings;
+        self.state_may_change |= effects.state;
+        if effects.listens {
             self.listens_may_change = true;
-            self.listened.extend(listen::listened_channels(sql));
-            self.unlistened.extend(listen::unlistened_channels(sql));
-        }
-        if pinning::may_create_session_state(sql) {
-            self.state_may_change = true;
+            self.listened.extend(effects.listened.iter().cloned());
+            self.unlistened.extend(effects.unlistened.iter().cloned());
         }
     }
 
@@ -324,15 +329,31 @@ impl Client {
             }
             _ = shutting_down(&mut self.ctx.shutdown), if shutdown_deadline.is_none() => {}
             _ = tokio::time::sleep(idle_limit.unwrap_or_default()), if idle_limit.is_some() => {
-                let message = if engine.status() == b'I' {
-                    "terminating connection: it kept the shared engine reserved (temporary tables, advisory locks or held cursors) while idle"
+                let (message, how) = if engine.status() == b'I' {
+                    (
+                        "terminating connection: it kept the shared engine reserved (temporary tables, advisory locks or held cursors) while idle",
+                        "reserved",
+                    )
                 } else {
-                    "terminating connection due to idle-in-transaction timeout"
+                    (
+                        "terminating connection due to idle-in-transaction timeout",
+                        "idle in a transaction",
+                    )
                 };
+                let detail = format!(
+                    "Client {} held the shared engine of database \"{}\" for {:.1} s, {how} for the last {} s, while {} other clients waited.",
+                    self.ctx.key.process_id,
+                    self.ctx.database.name,
+                    self.leased_at.elapsed().as_secs_f64(),
+                    idle_limit.unwrap_or_default().as_secs(),
+                    self.ctx.activity.others_waiting(),
+                );
                 return Err(End::Fatal(PgError::fatal(
                     sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
                     message,
-                ).with_hint("the engine is shared: a client may not hold it idle for longer than idle_in_transaction_timeout")));
+                )
+                .with_detail(detail)
+                .with_hint("the engine is shared: a client may not hold it idle for longer than idle_in_transaction_timeout; commit or roll back promptly, or use autocommit (see the README's section on drivers)")));
             }
         }
         Ok(())

@@ -11,8 +11,13 @@ use tokio::sync::mpsc;
 use crate::frontend::transport::ClientStream;
 use crate::protocol::backend::ready_for_query;
 use crate::scheduler::{PipelinedUnits, UnitEvent};
+use crate::session::pipeline::Pipelinable;
+use crate::session::replies::Undone;
 
-use super::{Client, End, cancelled_by_user, not_reading, wait_timed_out, write_client};
+use super::{
+    Client, End, admin_shutdown, cancelled_by_user, not_reading, shutting_down, wait_timed_out,
+    write_client,
+};
 
 impl Client {
     /// Runs the one self-contained unit in `pending` pipelined behind other
@@ -20,7 +25,7 @@ impl Client {
     pub(super) async fn run_pipelined<S: ClientStream>(
         &mut self,
         stream: &mut S,
-        ready_count: u32,
+        kind: Pipelinable,
     ) -> Result<(), End> {
         let _unit = self.ctx.activity.pipelined_unit();
         let mut messages = Vec::with_capacity(self.pending.len());
@@ -32,7 +37,7 @@ impl Client {
         let queued = Arc::new(AtomicUsize::new(0));
         self.ctx.database.scheduler.submit(PipelinedUnits {
             messages,
-            ready_count,
+            closing_sync: kind == Pipelinable::Prepares,
             settings: self.settings.clone(),
             client: self.ctx.key.process_id,
             events,
@@ -41,26 +46,28 @@ impl Client {
             activity: self.ctx.activity.handle(),
         });
         let limit = self.ctx.config.query_wait_timeout;
-        let first = self
-            .ctx
-            .cancel
-            .cancellable(async {
-                match limit {
-                    Some(limit) => tokio::time::timeout(limit, received.recv()).await.ok(),
-                    None => Some(received.recv().await),
-                }
-            })
-            .await;
+        let cancel = self.ctx.cancel.clone();
+        let first = cancel.cancellable(async {
+            match limit {
+                Some(limit) => tokio::time::timeout(limit, received.recv()).await.ok(),
+                None => Some(received.recv().await),
+            }
+        });
+        let first = tokio::select! {
+            first = first => first.map(|event| event.map(Ok)),
+            _ = shutting_down(&mut self.ctx.shutdown) => Some(Some(Err(()))),
+        };
         let mut event = match first {
-            Some(Some(event)) => event,
+            Some(Some(Ok(event))) => event,
             interrupted => {
                 if !taken.swap(true, Ordering::SeqCst) {
-                    let mut out = if interrupted.is_none() {
-                        cancelled_by_user()
-                    } else {
-                        wait_timed_out()
-                    }
-                    .to_bytes();
+                    // Withdrawn before the engine got it: nothing ran.
+                    let error = match interrupted {
+                        None => cancelled_by_user(),
+                        Some(None) => wait_timed_out(&self.ctx),
+                        Some(Some(_)) => return Err(End::Fatal(admin_shutdown())),
+                    };
+                    let mut out = error.to_bytes();
                     ready_for_query(&mut out, b'I');
                     return write_client(stream, &out).await;
                 }
@@ -75,6 +82,7 @@ impl Client {
                     queued.fetch_sub(output.len(), Ordering::SeqCst);
                 }
                 Some(UnitEvent::Overflow) => return Err(End::ClientIo(not_reading())),
+                Some(UnitEvent::Undone(Undone::SkipToSync)) => self.skipping_to_sync = true,
                 Some(UnitEvent::Undone(undone)) => self.names.undo(undone),
                 Some(UnitEvent::Done) => return Ok(()),
                 Some(UnitEvent::Failed(err)) => return Err(End::Engine(err)),
