@@ -4,6 +4,8 @@ which psycopg sends DEALLOCATE ALL by itself), COPY both ways, LISTEN/NOTIFY,
 and two connections used alternately from one thread."""
 
 import os
+import threading
+import time
 
 import psycopg
 from psycopg import errors, pq
@@ -192,6 +194,35 @@ def two_connections_alternately():
                 expect(count, expected, f"rows of {who} after a's pipelined DEALLOCATE ALL, round {i}")
 
 
+def cancel_behind_a_running_statement():
+    """On a shared engine a statement waits behind another client's running
+    one; Connection.cancel() takes it back at once (57014), and nothing of it
+    ran. Behind a pool each has a session of its own, so nothing waits."""
+    if os.environ.get("CLIENT_MATRIX_ENGINE") == "upstream":
+        return
+    step("cancel a statement queued behind another client's pg_sleep")
+    with psycopg.connect(URL, autocommit=True) as sleeper, psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS psy_cancelled")
+        conn.execute("CREATE TABLE psy_cancelled (x int)")
+        sleeping = threading.Thread(target=lambda: sleeper.execute("SELECT pg_sleep(2)"))
+        sleeping.start()
+        time.sleep(0.3)
+        canceller = threading.Timer(0.3, conn.cancel)
+        canceller.start()
+        started = time.monotonic()
+        try:
+            conn.execute("INSERT INTO psy_cancelled VALUES (1)")
+            fail("the queued INSERT was not cancelled")
+        except errors.QueryCanceled:
+            pass
+        waited = time.monotonic() - started
+        if waited > 1.2:
+            fail(f"the cancel took effect only after {waited:.1f} s, behind the sleep")
+        sleeping.join()
+        canceller.join()
+        expect(conn.execute("SELECT count(*) FROM psy_cancelled").fetchone()[0], 0, "rows of the cancelled INSERT")
+
+
 defaults_use_transactions()
 everything_prepared()
 pipeline_with_an_error_in_the_middle()
@@ -199,4 +230,5 @@ executemany_then_drop_table()
 copy_in_and_out()
 listen_notify()
 two_connections_alternately()
+cancel_behind_a_running_statement()
 print("psycopg: all checks passed")

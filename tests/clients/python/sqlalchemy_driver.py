@@ -36,6 +36,30 @@ class Book(Base):
     author: Mapped[Author] = relationship(back_populates="books")
 
 
+class Visit(Base):
+    __tablename__ = "sa_visits"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    page: Mapped[str] = mapped_column(sa.String(50))
+
+
+def bulk_inserts_then_sessions():
+    """ORM bulk inserts go through psycopg's executemany, a pipeline ending
+    with Sync and Flush; each following Session selects and closes, which
+    rolls back, after which psycopg sends DEALLOCATE ALL."""
+    step("bulk inserts, then new Sessions that select and close")
+    engine = sa.create_engine(URL)
+    Visit.__table__.drop(engine, checkfirst=True)
+    Visit.__table__.create(engine)
+    for round_ in range(7):
+        with Session(engine) as session:
+            session.execute(sa.insert(Visit), [{"page": f"page {round_}.{i}"} for i in range(3)])
+            session.commit()
+        with Session(engine) as session:
+            expect(len(session.scalars(sa.select(Visit)).all()), 3 * (round_ + 1), "visits after the bulk insert")
+    Visit.__table__.drop(engine)
+    engine.dispose()
+
+
 def orm_rounds():
     engine = sa.create_engine(URL)
     step("create the tables")
@@ -44,7 +68,9 @@ def orm_rounds():
     tables = set(sa.inspect(engine).get_table_names())
     if not {"sa_authors", "sa_books"} <= tables:
         fail(f"tables after create_all: {sorted(tables)}")
-    for round_ in range(4):
+    # Eight rounds: from the sixth run of a query psycopg prepares it, and
+    # then sends DEALLOCATE ALL by itself after each ROLLBACK.
+    for round_ in range(8):
         step(f"round {round_}: insert, commit, select in a new Session, update, rollback")
         with Session(engine) as session:
             author = Author(name=f"author {round_}", books=[Book(title=f"book {round_}.{i}", copies=i) for i in range(3)])
@@ -107,6 +133,7 @@ def alembic_up_and_down():
     engine.dispose()
 
 
+bulk_inserts_then_sessions()
 orm_rounds()
 alembic_up_and_down()
 print("sqlalchemy and alembic: all checks passed")
