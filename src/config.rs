@@ -358,6 +358,13 @@ fn quoted_fields(line: &str) -> Result<Vec<String>> {
     }
 }
 
+/// Where a reload reads the configuration from: the `--config` file, under
+/// the flags and `PGSHARE_*` variables given at start.
+pub struct ConfigSource {
+    pub path: PathBuf,
+    pub load: Box<dyn Fn() -> anyhow::Result<Config> + Send + Sync>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,12 +19,17 @@ use tracing::{info, warn};
 
 use crate::catalog;
 use crate::engine::EngineSession;
+use crate::engine::connect::Connect;
 use crate::engine::embedded::{EmbeddedEngine, Storage};
 use crate::engine::tunnel::slot::{HostClaim, HostSlot};
 use crate::protocol::error::{PgError, sqlstate};
-use crate::scheduler::{Connect, Reopen, Scheduler};
+use crate::scheduler::{Reopen, Scheduler};
 use crate::session::listen::Notifier;
 use crate::session::statements::SessionStatements;
+
+/// The virtual database of the admin console (see `admin`): no database
+/// may take its name.
+pub const CONSOLE_DATABASE: &str = "pgshare";
 
 /// PostgreSQL's limit on identifiers, database names included.
 const MAX_NAME_LEN: usize = 63;
@@ -734,7 +739,7 @@ pub fn validate_name(name: &str) -> Result<(), PgError> {
         )
         .with_hint("database names may hold letters, digits, and _ - . $ or spaces, and may not start with a dot"));
     }
-    if name == crate::admin::DATABASE {
+    if name == CONSOLE_DATABASE {
         return Err(PgError::fatal(
             sqlstate::RESERVED_NAME,
             format!("database name \"{name}\" is reserved for the admin console"),

@@ -16,7 +16,8 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 
 use crate::engine::EngineSession;
-use crate::scheduler::{Connect, Lease, connect_retrying};
+use crate::engine::connect::{Connect, connect_retrying};
+use crate::lease::Lease;
 
 /// How many sessions, and for how long.
 #[derive(Debug, Clone, Copy)]

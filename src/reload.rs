@@ -2,19 +2,9 @@
 //! alike: the file is read again with the flags and variables pgshare
 //! started with, and what may change for new connections changes.
 
-use std::path::PathBuf;
-
 use tracing::{info, warn};
 
-use crate::config::Config;
 use crate::gateway::Gateway;
-
-/// Where a reload reads the configuration from: the `--config` file, under
-/// the flags and `PGSHARE_*` variables given at start.
-pub struct ConfigSource {
-    pub path: PathBuf,
-    pub load: Box<dyn Fn() -> anyhow::Result<Config> + Send + Sync>,
-}
 
 /// Why a reload changed nothing.
 #[derive(Debug)]

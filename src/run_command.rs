@@ -42,7 +42,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Secret};
 use crate::frontend::tls::ClientTls;
-use crate::gateway::Server;
+use crate::server::Server;
 
 /// The role the command logs in as, and the database it is given.
 const USER: &str = "postgres";

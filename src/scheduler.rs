@@ -19,7 +19,6 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -27,16 +26,19 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::activity::ClientActivity;
 use crate::engine::EngineSession;
+use crate::engine::connect::{Connect, connect_retrying};
+use crate::lease::Lease;
 use crate::pool::{Pool, PoolLimits};
 use crate::session::cleanup::query;
 use crate::session::listen::Notifier;
 use crate::session::names::Planned;
+use crate::session::names::Undone;
 use crate::session::placement::place;
-use crate::session::replies::{Answer, ReplyFilter, Undone};
+use crate::session::replies::{Answer, ReplyFilter};
 use crate::session::settings::Settings;
 
 /// What a pipelined unit's client receives, in order.
@@ -69,6 +71,7 @@ const WRITE_BEHIND_AT_MOST: Duration = Duration::from_millis(2);
 const SYNC: &[u8] = b"S\0\0\0\x04";
 
 /// Whole units of work to run back to back.
+#[derive(Clone)]
 pub struct PipelinedUnits {
     /// The client's messages, with what they need of the session.
     pub messages: Vec<Planned>,
@@ -87,47 +90,14 @@ pub struct PipelinedUnits {
     pub taken: Arc<AtomicBool>,
     /// The client's activity record, told when the units are taken.
     pub activity: Arc<ClientActivity>,
+    /// They run again because the engine had lost a statement they use
+    /// (see `ReplyFilter::take_retry`); they do not run a third time.
+    pub retried: bool,
 }
 
 enum Request {
     Exclusive(oneshot::Sender<Lease>),
     Pipelined(PipelinedUnits),
-}
-
-/// The engine session, lent to one client until dropped. `session` is `None`
-/// when the engine failed or was shut down; setting it to `None` reports the
-/// session broken.
-pub struct Lease {
-    pub session: Option<EngineSession>,
-    /// Gives the session back when the lease ends.
-    home: Option<Box<dyn FnOnce(Option<EngineSession>) + Send>>,
-}
-
-impl Lease {
-    pub fn new(
-        session: Option<EngineSession>,
-        home: impl FnOnce(Option<EngineSession>) + Send + 'static,
-    ) -> Self {
-        Self {
-            session,
-            home: Some(Box::new(home)),
-        }
-    }
-
-    fn none() -> Self {
-        Self {
-            session: None,
-            home: None,
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(home) = self.home.take() {
-            home(self.session.take());
-        }
-    }
 }
 
 pub struct Scheduler {
@@ -248,12 +218,10 @@ struct InFlight {
     replies: ReplyFilter,
     /// See `PipelinedUnits::queued`.
     queued: Arc<AtomicUsize>,
+    /// The units again, for units that use statements of the gateway's: run
+    /// once more if the engine lost one of them.
+    again: Option<PipelinedUnits>,
 }
-
-/// Opens a new engine session, for engines that can (an upstream server).
-pub type Connect = Arc<
-    dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<EngineSession>> + Send>> + Send + Sync,
->;
 
 /// Asks a driver for its session, behind everyone who asked earlier.
 async fn exclusive(requests: &mpsc::UnboundedSender<Request>) -> Lease {
@@ -272,39 +240,6 @@ fn spawn_driver(
     let (requests, receiver) = mpsc::unbounded_channel();
     tokio::spawn(drive(session, receiver, notifier, reopen));
     requests
-}
-
-/// Opens a session, trying again with growing pauses while the server is
-/// unreachable (restarting, say), until it succeeds or `abandoned` says no
-/// one waits for it any more; a waiting client's own wait timeout ends the
-/// wait.
-pub async fn connect_retrying(
-    connect: &Connect,
-    abandoned: impl Fn() -> bool,
-) -> Option<EngineSession> {
-    let mut pause = Duration::from_millis(100);
-    let mut failures = 0u32;
-    loop {
-        match connect().await {
-            Ok(session) => {
-                if failures > 0 {
-                    info!("the engine is reachable again");
-                }
-                return Some(session);
-            }
-            Err(err) => {
-                if failures.is_multiple_of(20) {
-                    warn!("could not open an engine session: {err:#}; trying again");
-                }
-                failures += 1;
-            }
-        }
-        if abandoned() {
-            return None;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
-    }
 }
 
 impl Request {
@@ -418,11 +353,22 @@ fn write_units(
             events: None,
             replies: ReplyFilter::default(),
             queued: Arc::default(),
+            again: None,
         });
         engine.settings = units.settings.clone();
     }
+    let uses_statements = units
+        .messages
+        .iter()
+        .any(|planned| !planned.needs.is_empty());
+    let again = (uses_statements && !units.retried).then(|| PipelinedUnits {
+        retried: true,
+        taken: Arc::default(),
+        ..units.clone()
+    });
     // Pipelined units start with the session idle.
     let mut replies = ReplyFilter::default();
+    replies.retry_allowed = again.is_some();
     for (index, planned) in units.messages.into_iter().enumerate() {
         place(
             planned,
@@ -442,6 +388,7 @@ fn write_units(
         events: Some(units.events),
         replies,
         queued: units.queued,
+        again,
     });
 }
 
@@ -626,9 +573,19 @@ async fn route(
         if unit.ready_left > 0 {
             return Ok(());
         }
-        let unit = in_flight.pop_front().expect("front unit exists");
+        let mut unit = in_flight.pop_front().expect("front unit exists");
         held.front_ended();
-        if let Some(events) = unit.events {
+        if let Some(statement) = unit.replies.take_retry()
+            && let Some(again) = unit.again.take()
+        {
+            warn!(
+                client = unit.client,
+                "the engine had lost prepared statement \"{}\", which pgshare had prepared on it; preparing it again and running the client's statement again",
+                String::from_utf8_lossy(&statement)
+            );
+            // Next, before anything that arrived later.
+            held.units.push_front(again);
+        } else if let Some(events) = unit.events {
             let _ = events.send(UnitEvent::Done);
         }
         if in_flight.is_empty() && engine.status() != b'I' {

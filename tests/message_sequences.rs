@@ -393,3 +393,78 @@ async fn timeouts_name_the_client_that_holds_the_engine() {
     );
     gateway.stop().await;
 }
+
+/// Runs the statements `lost_statements_are_prepared_again` prepared, one
+/// group at a time (each is then the last one sent when it fails), and
+/// returns their values.
+async fn run_lost_statements(a: &mut Wire) -> Vec<Option<String>> {
+    let groups = [
+        vec![bind("", "read", &[Some("41")]), execute(""), sync()],
+        vec![bind("", "set", &[Some("again")]), execute(""), sync()],
+        vec![query("EXECUTE sql_level")],
+    ];
+    let mut values = Vec::new();
+    for group in groups {
+        let answer = a.exchange(&group, 1).await;
+        assert_eq!(error_code(&answer), None, "{answer:?}");
+        values.extend(
+            answer
+                .iter()
+                .filter(|m| m.tag == b'D')
+                .map(|m| m.first_value()),
+        );
+    }
+    values
+}
+
+/// Statements the gateway prepared and that something dropped behind its
+/// back (here a function running `DEALLOCATE ALL`, which the gateway cannot
+/// see) are prepared again and the client's messages run again: the client
+/// never learns of it.
+async fn lost_statements_are_prepared_again(gateway: &Gateway) {
+    let mut a = Wire::connect(gateway.addr, "postgres").await;
+    let mut b = Wire::connect(gateway.addr, "postgres").await;
+    let answer = a
+        .exchange(
+            &[
+                parse("read", "select $1::int + 1"),
+                sync(),
+                parse("set", "select set_config('application_name', $1, false)"),
+                sync(),
+                query("PREPARE sql_level AS SELECT 'sql level'"),
+            ],
+            3,
+        )
+        .await;
+    assert_eq!(error_code(&answer), None, "{answer:?}");
+    let expected = [
+        Some("42".to_string()),
+        Some("again".to_string()),
+        Some("sql level".to_string()),
+    ];
+    assert_eq!(run_lost_statements(&mut a).await, expected);
+    let answer = b
+        .exchange(&[query("DO $$BEGIN EXECUTE 'DEALLOCATE ALL'; END$$")], 1)
+        .await;
+    assert_eq!(error_code(&answer), None, "{answer:?}");
+    assert_eq!(
+        run_lost_statements(&mut a).await,
+        expected,
+        "run again after the loss"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_statements_are_prepared_again_and_run() {
+    let gateway = Gateway::start().await;
+    lost_statements_are_prepared_again(&gateway).await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_statements_are_prepared_again_and_run_upstream() {
+    let server = Postgres::start();
+    let gateway = upstream_gateway(&server, 1).await;
+    lost_statements_are_prepared_again(&gateway).await;
+    gateway.stop().await;
+}

@@ -515,7 +515,7 @@ async fn tls_to_the_server_in_libpq_sslmodes() {
         ))
         .unwrap(),
     );
-    assert!(pgshare::gateway::Server::start(config).await.is_err());
+    assert!(pgshare::server::Server::start(config).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -526,7 +526,7 @@ async fn sslmode_require_refuses_a_server_without_tls() {
         pgshare::engine::upstream::Upstream::parse(&format!("{}?sslmode=require", server.url()))
             .unwrap(),
     );
-    let err = pgshare::gateway::Server::start(config)
+    let err = pgshare::server::Server::start(config)
         .await
         .err()
         .expect("refused");

@@ -8,7 +8,7 @@ use pgshare::protocol::frame::{self, Reader};
 use pgshare::session::database_commands::database_command;
 use pgshare::session::names::Namespace;
 use pgshare::session::reset::reset_command;
-use pgshare::session::{listen, pinning, pipeline, settings};
+use pgshare::session::{listen, pinning, self_contained, settings};
 
 const MAX_LEN: usize = 4096;
 
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = listen::listened_channels(sql);
                 let _ = listen::unlistened_channels(sql);
                 let _ = pinning::may_create_session_state(sql);
-                let _ = pipeline::is_self_contained(sql);
+                let _ = self_contained::is_self_contained(sql);
             }
             let _ = reset_command(&message);
             let _ = database_command(&message);

@@ -11,9 +11,9 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use pgshare::protocol::backend::push_message;
 use pgshare::protocol::frame::{self, Reader};
-use pgshare::session::names::Namespace;
 use pgshare::session::placement::place;
-use pgshare::session::replies::{ReplyFilter, Undone};
+use pgshare::session::names::{Namespace, Undone};
+use pgshare::session::replies::ReplyFilter;
 use pgshare::session::statements::SessionStatements;
 
 const NAMES: &[&str] = &["", "a", "b", "c"];

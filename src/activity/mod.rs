@@ -54,7 +54,7 @@ impl Activity {
             databases: Mutex::new(BTreeMap::new()),
             paused_all: AtomicBool::new(false),
             console: Arc::new(DatabaseActivity::new(
-                crate::admin::DATABASE.to_string(),
+                crate::database::CONSOLE_DATABASE.to_string(),
                 clock,
                 false,
             )),

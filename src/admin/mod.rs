@@ -42,7 +42,7 @@ use crate::protocol::frame::{self, Reader};
 use command::{Command, Show};
 
 /// The virtual database of the console.
-pub const DATABASE: &str = "pgshare";
+pub use crate::database::CONSOLE_DATABASE as DATABASE;
 
 /// How long a last error may take to reach a departing console client.
 const FAREWELL_WAIT: Duration = Duration::from_secs(5);

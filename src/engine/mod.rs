@@ -3,6 +3,7 @@
 //! done, so the multiplexer treats all kinds alike.
 
 pub mod cancel;
+pub mod connect;
 pub mod embedded;
 mod session;
 pub mod tls;

@@ -29,10 +29,10 @@ use crate::activity::ClientRegistration;
 use crate::cancel::{CancelKey, CancelTarget};
 use crate::config::Config;
 use crate::database::{Connected, Database, Registry};
+use crate::lease::Lease;
 use crate::protocol::error::{PgError, sqlstate};
 use crate::protocol::frame;
-use crate::scheduler::Lease;
-use crate::session::names::Namespace;
+use crate::session::names::{Namespace, Planned};
 use crate::session::replies::ReplyFilter;
 use crate::session::settings::Settings;
 use crate::session::unit::UnitOfWork;
@@ -127,6 +127,8 @@ struct Client {
     pinned: bool,
     /// Hides the answers to the messages the gateway adds.
     replies: ReplyFilter,
+    /// The messages of the last group sent, while it may be sent again.
+    last_group: Vec<Planned>,
 }
 
 /// Serves a logged-in client until it leaves, then cleans up after it.
@@ -157,6 +159,7 @@ pub async fn serve<S: ClientStream>(stream: &mut S, inbuf: BytesMut, ctx: Client
         state_may_change: false,
         pinned: false,
         replies: ReplyFilter::default(),
+        last_group: Vec::new(),
     };
     let end = match client.run(stream).await {
         Ok(()) => End::Left,

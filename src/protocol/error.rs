@@ -3,8 +3,6 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use super::frame::{self, Reader};
-
 /// SQLSTATE codes the gateway itself reports, named as in PostgreSQL's errcodes.
 pub mod sqlstate {
     pub const SUCCESSFUL_COMPLETION: &str = "00000";
@@ -119,11 +117,15 @@ impl PgError {
     /// The code and message of an engine's `ErrorResponse`, as a FATAL error.
     pub fn fatal_from_response(message: &[u8]) -> Self {
         let mut error = Self::fatal(sqlstate::INTERNAL_ERROR, "unknown error");
-        let mut reader = Reader::new(frame::body(message));
-        while let Ok(field) = reader.byte() {
-            let Ok(value) = reader.cstr() else { break };
-            let value = String::from_utf8_lossy(value).into_owned();
-            match field {
+        // Fields are a type byte and a string ended by a zero byte; an
+        // empty one ends them.
+        let fields = message
+            .get(5..)
+            .unwrap_or_default()
+            .split(|&byte| byte == 0);
+        for field in fields.take_while(|field| !field.is_empty()) {
+            let value = String::from_utf8_lossy(&field[1..]).into_owned();
+            match field[0] {
                 b'C' => error.code = Cow::Owned(value),
                 b'M' => error.message = value,
                 b'D' => error.detail = Some(value),

@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod placement;
 pub mod replies;
 pub mod reset;
+pub mod self_contained;
 pub mod settings;
 pub mod snapshots;
 pub mod statements;

@@ -36,11 +36,10 @@ use crate::sql::lexer::{Kind, Token, mentions_any, statements, tokenize};
 
 use super::cleanup::query;
 use super::effects::SessionEffects;
-use super::pipeline::is_self_contained;
-use super::replies::{CommandRewrite, Undone};
 use super::reset::{
     DEALLOCATE_ALL_STAND_IN, DISCARD_ALL_REFUSAL, ResetCommand, reset_command_sql, reset_statement,
 };
+use super::self_contained::is_self_contained;
 
 /// PostgreSQL compares statement and portal names on their first 63 bytes.
 const MAX_NAME_LEN: usize = 63;
@@ -76,7 +75,7 @@ pub struct SharedParse {
 
 /// A client message as the engine gets it, and what it does with the
 /// session's statements.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Planned {
     /// The message with engine names.
     pub message: BytesMut,
@@ -95,6 +94,32 @@ pub struct Planned {
     /// What did not happen when the message fails (a simple `Query` that is
     /// one `PREPARE`).
     pub undone_on_error: Vec<Undone>,
+}
+
+/// Something that did not happen because its message failed or was skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undone {
+    /// The session lacks this statement (engine name).
+    NotPrepared(Vec<u8>),
+    /// The client's statement `name` does not exist after all.
+    ClientForgets { name: Vec<u8>, engine: Vec<u8> },
+    /// The client's statement `name` exists after all: its `Close` did not
+    /// run.
+    ClientKeeps { name: Vec<u8>, statement: Forgotten },
+    /// The client's sequence failed before a `Sync` the gateway added: its
+    /// messages up to its own `Sync` are skipped, as PostgreSQL skips them.
+    SkipToSync,
+}
+
+/// A command whose `CommandComplete` the client must see with another tag,
+/// and what its effect undoes when it never completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRewrite {
+    /// Which command of its message: a statement of a simple `Query`, or 0
+    /// for an `Execute`.
+    pub index: u32,
+    pub tag: &'static str,
+    pub undone_if_skipped: Vec<Undone>,
 }
 
 /// A client's statement that a `Close` removed, kept to restore it if the

@@ -12,8 +12,9 @@ use bytes::BytesMut;
 
 use crate::protocol::backend::push_message;
 
+use super::names::Undone;
 use super::names::{NO_STATEMENT, Need, Planned, Recreate};
-use super::replies::{Answer, ReplyFilter, Undone};
+use super::replies::{Answer, ReplyFilter};
 use super::statements::SessionStatements;
 
 const SYNC: &[u8] = b"S\0\0\0\x04";

@@ -16,6 +16,14 @@
 //! each `Execute` ends with one `CommandComplete` (or `PortalSuspended`, or
 //! `EmptyQueryResponse`), so the answer to a command the gateway replaced
 //! with a stand-in gets the tag PostgreSQL would have given.
+//!
+//! The gateway's table of the statements a session has can be wrong, if
+//! something dropped them behind its back (a function running `DEALLOCATE
+//! ALL`, say). When the engine answers that it lacks one of the gateway's
+//! statements before anything of the group ran, and the group ends with the
+//! engine idle, nothing of it took effect: the answer is withheld, the
+//! session forgets the statement, and the owner of the filter sends the group
+//! again (`take_retry`), which prepares it first.
 
 use std::collections::VecDeque;
 
@@ -23,7 +31,7 @@ use bytes::BytesMut;
 
 use crate::protocol::backend::push_message;
 
-use super::names::Forgotten;
+use super::names::{CommandRewrite, Undone};
 
 /// What becomes of the answer to one `Parse` or `Close`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,32 +42,6 @@ pub enum Answer {
     Hide,
     /// A `CloseComplete` that answers the client's `Parse`.
     AsParseComplete,
-}
-
-/// Something that did not happen because its message failed or was skipped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Undone {
-    /// The session lacks this statement (engine name).
-    NotPrepared(Vec<u8>),
-    /// The client's statement `name` does not exist after all.
-    ClientForgets { name: Vec<u8>, engine: Vec<u8> },
-    /// The client's statement `name` exists after all: its `Close` did not
-    /// run.
-    ClientKeeps { name: Vec<u8>, statement: Forgotten },
-    /// The client's sequence failed before a `Sync` the gateway added: its
-    /// messages up to its own `Sync` are skipped, as PostgreSQL skips them.
-    SkipToSync,
-}
-
-/// A command whose `CommandComplete` the client must see with another tag,
-/// and what its effect undoes when it never completes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandRewrite {
-    /// Which command of its message: a statement of a simple `Query`, or 0
-    /// for an `Execute`.
-    pub index: u32,
-    pub tag: &'static str,
-    pub undone_if_skipped: Vec<Undone>,
 }
 
 /// A `CommandRewrite` placed in its group.
@@ -107,6 +89,24 @@ pub struct ReplyFilter {
     group_open: bool,
     /// Group the engine is answering.
     answered_group: u64,
+    /// Something of the group being answered reached the client.
+    kept_in_group: bool,
+    /// The owner keeps a copy of the last group sent and can send it again.
+    pub retry_allowed: bool,
+    /// The group being answered failed for a lost statement; its answer is
+    /// withheld until it ends.
+    lost: Option<Lost>,
+    /// A group to send again: the name of the statement it lacked.
+    retry: Option<Vec<u8>>,
+}
+
+/// The withheld answer of a group that failed for a lost statement.
+#[derive(Debug)]
+struct Lost {
+    statement: Vec<u8>,
+    error: Vec<u8>,
+    /// What its failure undoes, applied only when it is not sent again.
+    undone: Vec<Undone>,
 }
 
 impl ReplyFilter {
@@ -177,6 +177,12 @@ impl ReplyFilter {
         std::mem::take(&mut self.undone)
     }
 
+    /// The name of the statement the last group sent lacked, when that group
+    /// must be sent again (its answer was dropped).
+    pub fn take_retry(&mut self) -> Option<Vec<u8>> {
+        self.retry.take()
+    }
+
     /// Drops the gateway's answers from a chunk of whole engine messages;
     /// `kept` sees the tag of each message that stays.
     pub fn filter(&mut self, output: BytesMut, mut kept_tag: impl FnMut(u8)) -> BytesMut {
@@ -185,10 +191,15 @@ impl ReplyFilter {
             && self.failing.is_empty()
             && self.rewrites.is_empty()
             && self.hidden_ready.is_empty()
+            && self.lost.is_none()
+            && !messages(&output).any(|message| message[0] == b'E')
         {
             for message in messages(&output) {
                 if message[0] == b'Z' {
                     self.answered_group += 1;
+                    self.kept_in_group = false;
+                } else {
+                    self.kept_in_group = true;
                 }
                 kept_tag(message[0]);
             }
@@ -217,6 +228,7 @@ impl ReplyFilter {
                     Some(Answer::AsParseComplete) => {
                         kept.extend_from_slice(b"1\0\0\0\x04");
                         kept_tag(b'1');
+                        self.kept_in_group = true;
                         continue;
                     }
                     Some(Answer::Pass) | None => {}
@@ -235,21 +247,57 @@ impl ReplyFilter {
                         push_message(&mut answer, b'C', &body);
                         kept.extend_from_slice(&answer);
                         kept_tag(b'C');
+                        self.kept_in_group = true;
                         continue;
                     }
                 }
                 b'E' => {
                     self.group_failed = true;
+                    let lost = self.lost_statement(message);
+                    let undone_before = self.undone.len();
                     self.skip_rest_of_group();
                     if let Some((_, undone)) = self.failing_group() {
                         let mut failed = std::mem::take(undone);
                         self.undone.append(&mut failed);
+                    }
+                    if let Some(statement) = lost {
+                        self.lost = Some(Lost {
+                            statement,
+                            error: message.to_vec(),
+                            undone: self.undone.split_off(undone_before),
+                        });
+                        continue;
                     }
                 }
                 b'Z' => {
                     self.skip_rest_of_group();
                     if self.failing_group().is_some() {
                         self.failing.pop_front();
+                    }
+                    if let Some(lost) = self.lost.take() {
+                        if message.get(5) == Some(&b'I') {
+                            // Nothing of the group took effect: the session
+                            // forgets what it lacks, the client nothing.
+                            self.undone.extend(
+                                lost.undone
+                                    .into_iter()
+                                    .filter(|undone| matches!(undone, Undone::NotPrepared(_))),
+                            );
+                            self.undone
+                                .push(Undone::NotPrepared(lost.statement.clone()));
+                            self.retry = Some(lost.statement);
+                            if self.hidden_ready.front() == Some(&self.answered_group) {
+                                self.hidden_ready.pop_front();
+                            }
+                            self.group_failed = false;
+                            self.kept_in_group = false;
+                            self.answered_group += 1;
+                            self.answered_commands = 0;
+                            continue;
+                        }
+                        self.undone.extend(lost.undone);
+                        kept.extend_from_slice(&lost.error);
+                        kept_tag(b'E');
                     }
                     let hidden = self.hidden_ready.front() == Some(&self.answered_group);
                     if hidden {
@@ -259,18 +307,52 @@ impl ReplyFilter {
                         }
                     }
                     self.group_failed = false;
+                    self.kept_in_group = false;
                     self.answered_group += 1;
                     self.answered_commands = 0;
                     if hidden {
                         continue;
                     }
+                    kept.extend_from_slice(message);
+                    kept_tag(tag);
+                    continue;
                 }
                 _ => {}
             }
             kept.extend_from_slice(message);
             kept_tag(tag);
+            self.kept_in_group = true;
         }
         kept
+    }
+
+    /// The gateway's statement that `error` says the engine lacks, when the
+    /// group it ends may be sent again: nothing of it reached the client,
+    /// and it is the last group sent.
+    fn lost_statement(&self, error: &[u8]) -> Option<Vec<u8>> {
+        let last_sent = self.answered_group + 1 == self.sent_group && !self.group_open;
+        if !self.retry_allowed || self.kept_in_group || !last_sent {
+            return None;
+        }
+        let fields = error.get(5..)?.split(|&byte| byte == 0);
+        let mut code = None;
+        let mut text = None;
+        for field in fields.take_while(|field| !field.is_empty()) {
+            match field[0] {
+                b'C' => code = Some(&field[1..]),
+                b'M' => text = Some(&field[1..]),
+                _ => {}
+            }
+        }
+        if code != Some(b"26000") {
+            return None;
+        }
+        // prepared statement "pgs_…" does not exist
+        let text = text?;
+        let start = text.iter().position(|&b| b == b'"')? + 1;
+        let end = start + text[start..].iter().position(|&b| b == b'"')?;
+        let name = &text[start..end];
+        is_gateway_statement(name).then(|| name.to_vec())
     }
 
     /// The group being answered, when its failure undoes something.
@@ -311,6 +393,21 @@ impl ReplyFilter {
             self.undone.extend(rewrite.undone_if_skipped);
         }
     }
+}
+
+/// Whether `name` is one the gateway gives the statements it prepares:
+/// `pgs_<digest>` for shared ones, `pgs<client>v<generation>_<name>` for a
+/// client's SQL `PREPARE`. (A client's name it never prepared becomes
+/// `pgs<client>_<name>`, which no session has, and stays an error.)
+fn is_gateway_statement(name: &[u8]) -> bool {
+    let Some(rest) = name.strip_prefix(b"pgs") else {
+        return false;
+    };
+    if rest.starts_with(b"_") {
+        return true;
+    }
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && rest.get(digits) == Some(&b'v')
 }
 
 /// The whole messages of a chunk.
@@ -487,5 +584,53 @@ mod tests {
         let kept = replies.filter(chunk(b"EZ"), |_| {});
         assert_eq!(tags(&kept), b"EZ");
         assert_eq!(replies.take_undone(), not_prepared("kept"));
+    }
+
+    fn error(code: &str, message: &str) -> BytesMut {
+        let mut out = Vec::new();
+        push_message(
+            &mut out,
+            b'E',
+            format!("SERROR\0C{code}\0M{message}\0\0").as_bytes(),
+        );
+        BytesMut::from(&out[..])
+    }
+
+    #[test]
+    fn a_group_that_lacked_a_statement_of_the_gateways_is_run_again() {
+        let mut replies = ReplyFilter {
+            retry_allowed: true,
+            ..ReplyFilter::default()
+        };
+        replies.sent(b'B', Answer::Pass, vec![], vec![]);
+        replies.sent(b'E', Answer::Pass, vec![], vec![]);
+        replies.sent(b'S', Answer::Pass, vec![], vec![]);
+        // The error and the ReadyForQuery may come in different reads.
+        let lost = error("26000", "prepared statement \"pgs_0a1b\" does not exist");
+        assert!(replies.filter(lost, |_| {}).is_empty());
+        assert!(replies.filter(chunk(b"Z"), |_| {}).is_empty());
+        assert_eq!(replies.take_retry(), Some(b"pgs_0a1b".to_vec()));
+        assert_eq!(replies.take_undone(), not_prepared("pgs_0a1b"));
+    }
+
+    #[test]
+    fn other_missing_statements_and_groups_that_ran_reach_the_client() {
+        for (name, before) in [("pgs1000_mine", &b""[..]), ("pgs_0a1b", &b"2"[..])] {
+            let mut replies = ReplyFilter {
+                retry_allowed: true,
+                ..ReplyFilter::default()
+            };
+            replies.sent(b'B', Answer::Pass, vec![], vec![]);
+            replies.sent(b'S', Answer::Pass, vec![], vec![]);
+            let mut answer = chunk(before);
+            answer.extend_from_slice(&error(
+                "26000",
+                &format!("prepared statement \"{name}\" does not exist"),
+            ));
+            answer.extend_from_slice(&chunk(b"Z"));
+            let kept = replies.filter(answer, |_| {});
+            assert_eq!(tags(&kept), [before, b"EZ"].concat(), "{name}");
+            assert_eq!(replies.take_retry(), None);
+        }
     }
 }

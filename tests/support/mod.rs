@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use pgshare::config::{AuthMethod, Config, Secret};
 use pgshare::engine::embedded::Storage;
-use pgshare::gateway::Server;
 use pgshare::protocol::frame::DEFAULT_MAX_MESSAGE_LEN;
+use pgshare::server::Server;
 use tokio::sync::oneshot;
 use tokio_postgres::{Client, NoTls};
 

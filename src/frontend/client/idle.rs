@@ -13,10 +13,10 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tracing::warn;
 
+use crate::lease::Lease;
 use crate::protocol::backend::{push_message, ready_for_query};
 use crate::protocol::error::PgError;
 use crate::protocol::frame::{self, Reader};
-use crate::scheduler::Lease;
 use crate::session::gateway_commands::{GatewayCommand, front_command};
 use crate::session::listen;
 use crate::session::pipeline::single_pipelinable_unit;

@@ -13,14 +13,14 @@ use tracing::{info, warn};
 
 use crate::engine::EngineSession;
 use crate::frontend::transport::ClientStream;
+use crate::lease::Lease;
 use crate::protocol::error::{PgError, sqlstate};
 use crate::protocol::frame::{self, Reader};
-use crate::scheduler::Lease;
 use crate::session::effects::SessionEffects;
 use crate::session::gateway_commands::{GatewayCommand, front_command};
-use crate::session::names::Namespace;
+use crate::session::names::Undone;
+use crate::session::names::{Namespace, Planned};
 use crate::session::placement::place;
-use crate::session::replies::Undone;
 use crate::session::reset::ResetCommand;
 use crate::session::{listen, pinning, settings, snapshots};
 
@@ -149,6 +149,7 @@ impl Client {
             self.ctx.activity.forwarded(unit_start);
             self.unit_ran = true;
             let planned = self.names.plan(message).map_err(End::Fatal)?;
+            self.keep_for_retry(tag, &planned);
             let mut to_engine = std::mem::take(&mut self.to_engine);
             place(
                 planned,
@@ -166,6 +167,47 @@ impl Client {
         {
             self.to_engine.extend_from_slice(FLUSH);
         }
+        Ok(())
+    }
+
+    /// Keeps a copy of the messages of the last group sent, to send them
+    /// again if the engine lost a statement they use (see
+    /// `ReplyFilter::take_retry`); not for groups that carry COPY data.
+    fn keep_for_retry(&mut self, tag: u8, planned: &Planned) {
+        if self.replies.at_group_start() {
+            self.last_group.clear();
+            self.replies.retry_allowed = true;
+        }
+        if matches!(tag, b'd' | b'c' | b'f') {
+            self.replies.retry_allowed = false;
+            self.last_group.clear();
+        } else if self.replies.retry_allowed {
+            self.last_group.push(planned.clone());
+        }
+    }
+
+    /// Sends the last group again: the engine had lost a statement of the
+    /// gateway's that it uses, and nothing of it ran.
+    fn send_again(&mut self, statement: &[u8]) -> Result<(), End> {
+        warn!(
+            client = self.ctx.key.process_id,
+            "the engine had lost prepared statement \"{}\", which pgshare had prepared on it; preparing it again and running the client's messages again",
+            String::from_utf8_lossy(statement)
+        );
+        let Some(engine) = leased(&mut self.lease) else {
+            return Err(End::Fatal(self.ctx.database.lost()));
+        };
+        for planned in std::mem::take(&mut self.last_group) {
+            place(
+                planned,
+                &mut engine.statements,
+                &mut self.replies,
+                &mut self.to_engine,
+                false,
+            );
+        }
+        // Once only: a second loss reaches the client.
+        self.replies.retry_allowed = false;
         Ok(())
     }
 
@@ -284,6 +326,7 @@ impl Client {
         self.ctx
             .activity
             .engine_state(&self.unit, engine.status(), self.pinned);
+        let mut retry = None;
         tokio::select! {
             read = stream.read_buf(&mut self.inbuf),
                 if !self.client_done && self.to_engine.len() < MAX_ENGINE_BACKLOG =>
@@ -310,6 +353,7 @@ impl Client {
                 let unit = &mut self.unit;
                 output = self.replies.filter(output, |tag| unit.received(tag));
                 apply_undone(self.replies.take_undone(), engine, &mut self.names);
+                retry = self.replies.take_retry();
                 let unit_ends = self.unit.answered() && engine.status() == b'I' && self.to_engine.is_empty();
                 if self.listens_may_change && unit_ends {
                     // The client learns that its LISTEN or UNLISTEN is
@@ -355,6 +399,9 @@ impl Client {
                 .with_detail(detail)
                 .with_hint("the engine is shared: a client may not hold it idle for longer than idle_in_transaction_timeout; commit or roll back promptly, or use autocommit (see the README's section on drivers)")));
             }
+        }
+        if let Some(statement) = retry {
+            self.send_again(&statement)?;
         }
         Ok(())
     }

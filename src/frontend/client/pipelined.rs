@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use crate::frontend::transport::ClientStream;
 use crate::protocol::backend::ready_for_query;
 use crate::scheduler::{PipelinedUnits, UnitEvent};
+use crate::session::names::Undone;
 use crate::session::pipeline::Pipelinable;
-use crate::session::replies::Undone;
 
 use super::{
     Client, End, admin_shutdown, cancelled_by_user, not_reading, shutting_down, wait_timed_out,
@@ -44,6 +44,7 @@ impl Client {
             queued: queued.clone(),
             taken: taken.clone(),
             activity: self.ctx.activity.handle(),
+            retried: false,
         });
         let limit = self.ctx.config.query_wait_timeout;
         let cancel = self.ctx.cancel.clone();
