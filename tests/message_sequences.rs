@@ -468,3 +468,59 @@ async fn lost_statements_are_prepared_again_and_run_upstream() {
     lost_statements_are_prepared_again(&gateway).await;
     gateway.stop().await;
 }
+
+fn copy_data(row: &str) -> Vec<u8> {
+    let mut out = vec![b'd'];
+    out.extend_from_slice(&((row.len() + 4) as i32).to_be_bytes());
+    out.extend_from_slice(row.as_bytes());
+    out
+}
+
+fn copy_done() -> Vec<u8> {
+    b"c\0\0\0\x04".to_vec()
+}
+
+/// asyncpg sends COPY data right behind its `COPY ... FROM STDIN`, without
+/// waiting for the CopyInResponse; data left from a COPY that failed is
+/// ignored, as PostgreSQL ignores it.
+async fn copy_data_behind_its_query(gateway: &Gateway) {
+    let mut wire = Wire::connect(gateway.addr, "postgres").await;
+    wire.exchange(&[query("CREATE TABLE copied (x int, y text)")], 1)
+        .await;
+    let rows: Vec<Vec<u8>> = (0..500)
+        .map(|i| copy_data(&format!("{i}\tname {i}\n")))
+        .collect();
+    let mut messages = vec![query("COPY copied FROM STDIN")];
+    messages.extend(rows.iter().cloned());
+    messages.push(copy_done());
+    let answer = wire.exchange(&messages, 1).await;
+    assert_eq!(tags(&answer), "GCZ", "{answer:?}");
+    assert_eq!(answer[1].command_tag(), "COPY 500");
+    // A COPY that fails before it starts, in a transaction, its data behind.
+    let mut messages = vec![query("BEGIN"), query("COPY missing FROM STDIN")];
+    messages.extend(rows.iter().take(3).cloned());
+    messages.push(copy_done());
+    let answer = wire.exchange(&messages, 2).await;
+    assert_eq!(error_code(&answer).as_deref(), Some("42P01"), "{answer:?}");
+    let answer = wire.exchange(&[query("ROLLBACK")], 1).await;
+    assert_eq!(tags(&answer), "CZ", "{answer:?}");
+    let answer = wire
+        .exchange(&[query("SELECT count(*) FROM copied")], 1)
+        .await;
+    assert_eq!(answer[1].first_value().as_deref(), Some("500"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_data_sent_behind_its_query_is_copied() {
+    let gateway = Gateway::start().await;
+    copy_data_behind_its_query(&gateway).await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_data_sent_behind_its_query_is_copied_upstream() {
+    let server = Postgres::start();
+    let gateway = upstream_gateway(&server, 3).await;
+    copy_data_behind_its_query(&gateway).await;
+    gateway.stop().await;
+}

@@ -28,6 +28,7 @@
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
+use tracing::warn;
 
 use crate::protocol::backend::push_message;
 
@@ -253,7 +254,7 @@ impl ReplyFilter {
                 }
                 b'E' => {
                     self.group_failed = true;
-                    let lost = self.lost_statement(message);
+                    let lost = lost_statement(message);
                     let undone_before = self.undone.len();
                     self.skip_rest_of_group();
                     if let Some((_, undone)) = self.failing_group() {
@@ -261,12 +262,21 @@ impl ReplyFilter {
                         self.undone.append(&mut failed);
                     }
                     if let Some(statement) = lost {
-                        self.lost = Some(Lost {
-                            statement,
-                            error: message.to_vec(),
-                            undone: self.undone.split_off(undone_before),
-                        });
-                        continue;
+                        if self.may_send_again() {
+                            self.lost = Some(Lost {
+                                statement,
+                                error: message.to_vec(),
+                                undone: self.undone.split_off(undone_before),
+                            });
+                            continue;
+                        }
+                        // The client gets the error; the session prepares
+                        // the statement again when it is next used.
+                        warn!(
+                            "the engine had lost prepared statement \"{}\", which pgshare had prepared on it; the client gets the error, and the statement is prepared again when next used",
+                            String::from_utf8_lossy(&statement)
+                        );
+                        self.undone.push(Undone::NotPrepared(statement));
                     }
                 }
                 b'Z' => {
@@ -326,33 +336,11 @@ impl ReplyFilter {
         kept
     }
 
-    /// The gateway's statement that `error` says the engine lacks, when the
-    /// group it ends may be sent again: nothing of it reached the client,
-    /// and it is the last group sent.
-    fn lost_statement(&self, error: &[u8]) -> Option<Vec<u8>> {
+    /// Whether the group being answered may be sent again: nothing of it
+    /// reached the client, and it is the last group sent.
+    fn may_send_again(&self) -> bool {
         let last_sent = self.answered_group + 1 == self.sent_group && !self.group_open;
-        if !self.retry_allowed || self.kept_in_group || !last_sent {
-            return None;
-        }
-        let fields = error.get(5..)?.split(|&byte| byte == 0);
-        let mut code = None;
-        let mut text = None;
-        for field in fields.take_while(|field| !field.is_empty()) {
-            match field[0] {
-                b'C' => code = Some(&field[1..]),
-                b'M' => text = Some(&field[1..]),
-                _ => {}
-            }
-        }
-        if code != Some(b"26000") {
-            return None;
-        }
-        // prepared statement "pgs_…" does not exist
-        let text = text?;
-        let start = text.iter().position(|&b| b == b'"')? + 1;
-        let end = start + text[start..].iter().position(|&b| b == b'"')?;
-        let name = &text[start..end];
-        is_gateway_statement(name).then(|| name.to_vec())
+        self.retry_allowed && !self.kept_in_group && last_sent
     }
 
     /// The group being answered, when its failure undoes something.
@@ -393,6 +381,29 @@ impl ReplyFilter {
             self.undone.extend(rewrite.undone_if_skipped);
         }
     }
+}
+
+/// The gateway's statement that `error` says the engine lacks.
+fn lost_statement(error: &[u8]) -> Option<Vec<u8>> {
+    let fields = error.get(5..)?.split(|&byte| byte == 0);
+    let mut code = None;
+    let mut text = None;
+    for field in fields.take_while(|field| !field.is_empty()) {
+        match field[0] {
+            b'C' => code = Some(&field[1..]),
+            b'M' => text = Some(&field[1..]),
+            _ => {}
+        }
+    }
+    if code != Some(b"26000") {
+        return None;
+    }
+    // prepared statement "pgs_…" does not exist
+    let text = text?;
+    let start = text.iter().position(|&b| b == b'"')? + 1;
+    let end = start + text[start..].iter().position(|&b| b == b'"')?;
+    let name = &text[start..end];
+    is_gateway_statement(name).then(|| name.to_vec())
 }
 
 /// Whether `name` is one the gateway gives the statements it prepares:
@@ -631,6 +642,13 @@ mod tests {
             let kept = replies.filter(answer, |_| {});
             assert_eq!(tags(&kept), [before, b"EZ"].concat(), "{name}");
             assert_eq!(replies.take_retry(), None);
+            // The gateway's own is forgotten, to be prepared when next used.
+            let forgotten = if name.starts_with("pgs_") {
+                not_prepared(name)
+            } else {
+                Vec::new()
+            };
+            assert_eq!(replies.take_undone(), forgotten, "{name}");
         }
     }
 }

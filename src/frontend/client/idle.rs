@@ -64,6 +64,12 @@ impl Client {
         if self.pending[0][0] == b'X' {
             return Ok(Step::Leave);
         }
+        if matches!(self.pending[0][0], b'd' | b'c' | b'f') {
+            // COPY data left from a COPY that failed before it started:
+            // PostgreSQL ignores it outside COPY.
+            self.pending.pop_front();
+            return Ok(Step::Continue);
+        }
         if self.ctx.shutdown.borrow().is_some() {
             // No new unit of work starts during shutdown.
             return Err(End::Fatal(admin_shutdown()));

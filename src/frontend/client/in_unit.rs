@@ -135,6 +135,18 @@ impl Client {
                 // answered, if that leaves the engine idle.
                 break;
             }
+            if matches!(tag, b'd' | b'c' | b'f') && !self.unit.copy_in() {
+                if last.is_none() && self.unit.answered() && self.to_engine.is_empty() {
+                    // Left from a COPY that failed before it started:
+                    // PostgreSQL ignores it outside COPY.
+                    self.pending.pop_front();
+                    continue;
+                }
+                // COPY data sent right behind its COPY (asyncpg does)
+                // waits for the engine's CopyInResponse: the embedded
+                // engine reads it only once COPY has started.
+                break;
+            }
             let mut message = self.pending.pop_front().expect("front exists");
             if one_session {
                 message = snapshots::refuse_export(message);
