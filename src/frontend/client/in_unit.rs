@@ -36,6 +36,8 @@ const ENGINE_BOUNDARIES: &[u8] = b"QSHdcf";
 const FLUSH: &[u8] = b"H\0\0\0\x04";
 /// Stop reading a client while this much of its input waits for the engine.
 const MAX_ENGINE_BACKLOG: usize = 1 << 20;
+/// Messages longer than this are not kept to be sent again.
+const MAX_KEPT_FOR_RETRY: usize = 64 << 10;
 
 impl Client {
     /// One step inside a unit of work.
@@ -184,13 +186,14 @@ impl Client {
 
     /// Keeps a copy of the messages of the last group sent, to send them
     /// again if the engine lost a statement they use (see
-    /// `ReplyFilter::take_retry`); not for groups that carry COPY data.
+    /// `ReplyFilter::take_retry`); not for groups that carry COPY data or
+    /// large messages, which are not worth holding twice.
     fn keep_for_retry(&mut self, tag: u8, planned: &Planned) {
         if self.replies.at_group_start() {
             self.last_group.clear();
             self.replies.retry_allowed = true;
         }
-        if matches!(tag, b'd' | b'c' | b'f') {
+        if matches!(tag, b'd' | b'c' | b'f') || planned.message.len() > MAX_KEPT_FOR_RETRY {
             self.replies.retry_allowed = false;
             self.last_group.clear();
         } else if self.replies.retry_allowed {
