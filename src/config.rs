@@ -90,6 +90,46 @@ impl Default for TunnelSettings {
     }
 }
 
+/// Live queries over WebSockets and Server-Sent Events (see `realtime`).
+#[derive(Debug, Clone)]
+pub struct RealtimeSettings {
+    /// Live queries are served at all: schema pgr is installed where a
+    /// statement names it, and changes are published.
+    pub enabled: bool,
+    /// Signs the JSON Web Tokens (HS256) subscribers present.
+    pub secret: Option<String>,
+    /// A key that admits subscribers as role `anon`.
+    pub anon_key: Option<String>,
+    /// Refuse the anon key: only real tokens subscribe.
+    pub require_auth: bool,
+    /// Origins whose pages may subscribe; empty: the gateway's own only.
+    pub allowed_origins: Vec<String>,
+    /// Sockets and event streams open at once at most.
+    pub max_connections: usize,
+    /// Of those, from one address at most (0: no limit).
+    pub max_per_ip: usize,
+    /// Deltas longer than this reach subscribers as an `overflow`.
+    pub max_message: usize,
+}
+
+/// The shortest realtime secret accepted, as for pg_reactive's proxy.
+pub const MIN_REALTIME_SECRET_LEN: usize = 32;
+
+impl Default for RealtimeSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            secret: None,
+            anon_key: None,
+            require_auth: false,
+            allowed_origins: Vec::new(),
+            max_connections: 10_000,
+            max_per_ip: 10,
+            max_message: 1 << 20,
+        }
+    }
+}
+
 /// A database served by an upstream server (from the configuration file).
 #[derive(Debug, Clone)]
 pub struct UpstreamDatabase {
@@ -113,6 +153,7 @@ pub struct Config {
     /// The HTTP address for hosts and the share page; `None`: not served.
     pub http: Option<SocketAddr>,
     pub tunnel: TunnelSettings,
+    pub realtime: RealtimeSettings,
     /// Server sessions opened to the upstream server at most.
     pub pool_size: usize,
     /// A pooled server session is closed after this long, once idle.
@@ -174,6 +215,19 @@ impl Config {
                 "the tunnel secret is {} characters long; it must have at least {} (try: openssl rand -hex 32)",
                 secret.chars().count(),
                 crate::engine::tunnel::token::MIN_SECRET_LEN
+            );
+        }
+        if let Some(secret) = &self.realtime.secret
+            && secret.chars().count() < MIN_REALTIME_SECRET_LEN
+        {
+            bail!(
+                "the realtime secret is {} characters long; it must have at least {MIN_REALTIME_SECRET_LEN} (try: openssl rand -hex 32)",
+                secret.chars().count(),
+            );
+        }
+        if self.realtime.require_auth && self.realtime.secret.is_none() {
+            bail!(
+                "--realtime-require-auth needs --realtime-secret: without one there are no tokens to require"
             );
         }
         if self.tunnel.max_frame < 1024 {
@@ -267,6 +321,12 @@ impl Config {
                 &new.max_client_conn,
             ),
             ("http", &self.http, &new.http),
+            ("realtime", &self.realtime.enabled, &new.realtime.enabled),
+            (
+                "realtime_max_connections",
+                &self.realtime.max_connections,
+                &new.realtime.max_connections,
+            ),
             ("databases", &self.tunnel_databases, &new.tunnel_databases),
             (
                 "tunnel_host_wait",
@@ -301,6 +361,8 @@ impl Config {
         self.http = old.http;
         self.tunnel_databases = old.tunnel_databases.clone();
         self.tunnel.host_wait = old.tunnel.host_wait;
+        self.realtime.enabled = old.realtime.enabled;
+        self.realtime.max_connections = old.realtime.max_connections;
     }
 }
 

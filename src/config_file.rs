@@ -43,6 +43,22 @@ pub struct ConfigFile {
     pub databases: BTreeMap<String, DatabaseSection>,
     #[serde(default)]
     pub tunnel: TunnelSection,
+    #[serde(default)]
+    pub realtime: RealtimeSection,
+}
+
+/// `[realtime]`: live queries (see the `--realtime-*` flags).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeSection {
+    pub enabled: Option<bool>,
+    pub secret: Option<String>,
+    pub anon_key: Option<String>,
+    pub require_auth: Option<bool>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub max_connections: Option<usize>,
+    pub max_per_ip: Option<usize>,
+    pub max_message: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -320,6 +336,44 @@ impl ConfigFile {
             "pglite_dist",
             config.tunnel.pglite_dist,
             tunnel.pglite_dist.map(Some)
+        );
+
+        let realtime = self.realtime;
+        set!("realtime", config.realtime.enabled, realtime.enabled);
+        set!(
+            "realtime_secret",
+            config.realtime.secret,
+            realtime.secret.map(Some)
+        );
+        set!(
+            "realtime_anon_key",
+            config.realtime.anon_key,
+            realtime.anon_key.map(Some)
+        );
+        set!(
+            "realtime_require_auth",
+            config.realtime.require_auth,
+            realtime.require_auth
+        );
+        set!(
+            "realtime_allowed_origins",
+            config.realtime.allowed_origins,
+            realtime.allowed_origins
+        );
+        set!(
+            "realtime_max_connections",
+            config.realtime.max_connections,
+            realtime.max_connections
+        );
+        set!(
+            "realtime_max_per_ip",
+            config.realtime.max_per_ip,
+            realtime.max_per_ip
+        );
+        set!(
+            "realtime_max_message",
+            config.realtime.max_message,
+            realtime.max_message
         );
 
         for (name, database) in self.databases {

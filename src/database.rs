@@ -11,8 +11,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -44,6 +44,9 @@ pub struct Database {
     pub parameters: Vec<(String, String)>,
     /// Who listens to which channel.
     pub notifier: Arc<Notifier>,
+    /// Schema `pgr` of live queries is there, at the version the gateway
+    /// installs (see `realtime::install`).
+    pub realtime_installed: AtomicBool,
     /// The embedded engine behind it, closed when the database is.
     engine: Mutex<Option<EmbeddedEngine>>,
     /// Clients connected to it now.
@@ -71,6 +74,7 @@ impl Database {
             scheduler,
             parameters: session_parameters,
             notifier,
+            realtime_installed: AtomicBool::new(false),
             embedded: engine.is_some(),
             engine: Mutex::new(engine),
             clients: AtomicUsize::new(0),
@@ -205,6 +209,9 @@ pub struct EmbeddedOptions {
     pub max_open: usize,
 }
 
+/// What `Registry::on_open` calls for each database that opens.
+type OpenObserver = Box<dyn Fn(&Arc<Database>) + Send + Sync>;
+
 pub struct Registry {
     /// How databases are made on demand; `None` when only the configured
     /// upstream databases are served.
@@ -219,6 +226,8 @@ pub struct Registry {
     /// Engines opened and closed since the start.
     engines_opened: AtomicUsize,
     engines_closed: AtomicUsize,
+    /// Told of each database as it opens (see `on_open`).
+    opened: OnceLock<OpenObserver>,
 }
 
 impl Registry {
@@ -263,6 +272,7 @@ impl Registry {
             changing: tokio::sync::Mutex::new(()),
             engines_opened: AtomicUsize::new(upstream_count),
             engines_closed: AtomicUsize::new(0),
+            opened: OnceLock::new(),
         };
         if registry.embedded.is_some() {
             // `postgres` and the configured embedded databases exist from the
@@ -671,7 +681,38 @@ impl Registry {
 
     fn insert(&self, database: Database) {
         self.engines_opened.fetch_add(1, Ordering::Relaxed);
-        lock(&self.open).insert(database.name.clone(), Arc::new(database));
+        let database = Arc::new(database);
+        lock(&self.open).insert(database.name.clone(), database.clone());
+        if let Some(observer) = self.opened.get() {
+            observer(&database);
+        }
+    }
+
+    /// Has `observer` told of every database that opens from now on, and
+    /// of those open already. Set once, before clients are served.
+    pub fn on_open(&self, observer: impl Fn(&Arc<Database>) + Send + Sync + 'static) {
+        if self.opened.set(Box::new(observer)).is_err() {
+            return;
+        }
+        if let Some(observer) = self.opened.get() {
+            for database in self.open_databases() {
+                observer(&database);
+            }
+        }
+    }
+
+    /// Connects to database `name` when it exists, opening it if needed but
+    /// never creating it; `None` when there is no such database.
+    pub async fn connect_existing(&self, name: &str) -> Option<Result<Connected, PgError>> {
+        if let Some(connected) = self.connect_open(name) {
+            return Some(Ok(connected));
+        }
+        let exists = self.host_slot(name).is_some()
+            || validate_name(name).is_ok() && self.exists_on_disk(name);
+        if !exists {
+            return None;
+        }
+        Some(self.connect(name).await)
     }
 
     fn directory(&self, name: &str) -> Option<PathBuf> {

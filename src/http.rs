@@ -1,7 +1,8 @@
 //! The gateway's HTTP port, for Live Share: hosts attach their PGlite at
 //! `/tunnel/<database>` (a WebSocket, see `docs/tunnel-protocol.md`), and
 //! `/share` is a page that runs PGlite in the browser tab and attaches it;
-//! and for operators: `/metrics` has the Prometheus metrics.
+//! and for operators: `/metrics` has the Prometheus metrics. Live queries
+//! have their own routes (see `realtime::endpoints`).
 //! Everything a host sends before the upgrade is checked here, so that a
 //! refused host gets a plain HTTP status (401, 409) and never a WebSocket.
 
@@ -26,6 +27,8 @@ use crate::engine::tunnel::slot::{HostClaim, HostSlot};
 use crate::engine::tunnel::{self, token};
 use crate::gateway::Gateway;
 use crate::metrics::{self, Metrics};
+use crate::realtime::Realtime;
+use crate::realtime::endpoints::{self, Endpoints};
 use crate::session::statements::SessionStatements;
 
 /// The share page; `__PGLITE_URL__` stands for where PGlite is loaded from.
@@ -43,6 +46,7 @@ const INDEX_PAGE: &str = "<!doctype html>
 <ul>
 <li><a href=\"/share\">/share</a>: share a PGlite running in this tab</li>
 <li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>
+<li>/live/[database/]query_id: the rows of a live query (see pgr.subscribe)</li>
 </ul>
 ";
 
@@ -58,8 +62,13 @@ struct Http {
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    realtime: Option<Arc<Realtime>>,
     postgres_addr: Option<SocketAddr>,
 ) {
+    let live_queries = endpoints::routes(Endpoints {
+        gateway: gateway.clone(),
+        realtime,
+    });
     let state = Arc::new(Http {
         metrics: Metrics::new(gateway.clone()),
         gateway,
@@ -72,8 +81,10 @@ pub async fn serve(
         .route("/share/pgshare-host.js", get(host_library))
         .route("/share/pglite/{*file}", get(pglite_file))
         .route("/tunnel/{database}", get(attach))
-        .with_state(state);
-    if let Err(err) = axum::serve(listener, router).await {
+        .with_state(state)
+        .merge(live_queries);
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(err) = axum::serve(listener, service).await {
         warn!("the HTTP port stopped: {err}");
     }
 }

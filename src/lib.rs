@@ -17,6 +17,7 @@ pub mod lease;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;
+pub mod realtime;
 pub mod reload;
 pub mod run_command;
 pub mod scheduler;

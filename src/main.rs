@@ -11,7 +11,9 @@ use anyhow::{Context, Result};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use pgshare::config::ConfigSource;
-use pgshare::config::{AuthMethod, Config, Secret, TunnelSettings, read_users_file};
+use pgshare::config::{
+    AuthMethod, Config, RealtimeSettings, Secret, TunnelSettings, read_users_file,
+};
 use pgshare::config_file::ConfigFile;
 use pgshare::engine::embedded::Storage;
 use pgshare::engine::tunnel::token;
@@ -402,6 +404,100 @@ struct ServeArgs {
     /// it from the jsDelivr CDN.
     #[arg(long, env = "PGSHARE_PGLITE_DIST", value_name = "DIR")]
     pglite_dist: Option<PathBuf>,
+
+    /// Live queries: `SELECT pgr.subscribe('id', 'SELECT ...')` in any
+    /// database registers one (pgshare creates schema pgr there the first
+    /// time a statement names it), and browsers follow its rows at
+    /// ws://HTTP/ws/[DATABASE/]ID, HTTP/sse/[DATABASE/]ID and the page
+    /// HTTP/live/[DATABASE/]ID; every change is also sent with NOTIFY pgr.
+    /// `off` installs and serves nothing.
+    #[arg(
+        long,
+        env = "PGSHARE_REALTIME",
+        value_name = "on|off",
+        default_value = "on",
+        value_parser = on_off
+    )]
+    realtime: bool,
+
+    /// Secret (at least 32 characters) that signs the tokens subscribers
+    /// present: HS256 JSON Web Tokens with a `sub` claim (`exp` honoured),
+    /// as ?token= or Authorization: Bearer. Without it, live queries are
+    /// open to anyone while --http listens on loopback only, and not served
+    /// at all on other addresses.
+    #[arg(
+        long,
+        env = "PGSHARE_REALTIME_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    realtime_secret: Option<String>,
+
+    /// A key that admits subscribers as role anon (as ?apikey= or
+    /// Authorization: Bearer); an audience the subscription names still
+    /// has to match.
+    #[arg(
+        long,
+        env = "PGSHARE_REALTIME_ANON_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    realtime_anon_key: Option<String>,
+
+    /// Refuse the anon key (403): only signed tokens subscribe.
+    #[arg(long, env = "PGSHARE_REALTIME_REQUIRE_AUTH")]
+    realtime_require_auth: bool,
+
+    /// Origins (scheme://host[:port], comma-separated) whose pages may
+    /// subscribe; a browser request from any other gets 403. Empty: the
+    /// gateway's own origin only. Requests without an Origin header (not
+    /// from a browser) are admitted.
+    #[arg(
+        long,
+        env = "PGSHARE_REALTIME_ALLOWED_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    realtime_allowed_origins: Vec<String>,
+
+    /// Subscriber sockets and event streams open at once at most; more get
+    /// 503.
+    #[arg(
+        long,
+        env = "PGSHARE_REALTIME_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 10_000
+    )]
+    realtime_max_connections: usize,
+
+    /// Subscriber sockets one address may hold at once (0: no limit).
+    #[arg(
+        long,
+        env = "PGSHARE_REALTIME_MAX_PER_IP",
+        value_name = "N",
+        default_value_t = 10
+    )]
+    realtime_max_per_ip: usize,
+
+    /// Longest delta sent to subscribers, in bytes; a longer one reaches
+    /// them as an overflow (fetch again). NOTIFY pgr carries deltas under
+    /// 8000 bytes, and an overflow for longer ones.
+    #[arg(
+        long,
+        env = "PGSHARE_REALTIME_MAX_MESSAGE",
+        value_name = "BYTES",
+        default_value_t = 1 << 20
+    )]
+    realtime_max_message: usize,
+}
+
+/// `on` or `off` (also true/false, yes/no, 1/0).
+fn on_off(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("expected on or off, not {value:?}")),
+    }
 }
 
 fn seconds(value: u64) -> Option<Duration> {
@@ -469,6 +565,16 @@ impl ServeArgs {
                 lifetime: seconds(self.tunnel_lifetime),
                 host_wait: Duration::from_secs(self.tunnel_host_wait),
                 pglite_dist: self.pglite_dist,
+            },
+            realtime: RealtimeSettings {
+                enabled: self.realtime,
+                secret: self.realtime_secret,
+                anon_key: self.realtime_anon_key,
+                require_auth: self.realtime_require_auth,
+                allowed_origins: self.realtime_allowed_origins,
+                max_connections: self.realtime_max_connections,
+                max_per_ip: self.realtime_max_per_ip,
+                max_message: self.realtime_max_message,
             },
         })
     }

@@ -18,6 +18,7 @@ use crate::frontend::login::{Peer, serve_connection, serve_tcp};
 use crate::frontend::tls::Connection;
 use crate::gateway::Gateway;
 use crate::pool::PoolLimits;
+use crate::realtime::Realtime;
 use crate::scheduler::{Reopen, Scheduler};
 use crate::session::listen::Notifier;
 use crate::session::statements::SessionStatements;
@@ -145,15 +146,22 @@ impl Server {
             http,
         } = self;
         let mut accept_tasks = Vec::new();
+        let realtime = Realtime::start(&gateway);
         if let Some(listener) = http {
             if let Ok(addr) = listener.local_addr() {
                 info!(
                     "Live Share: hosts attach at ws://{addr}/tunnel/<database>; the share page is http://{addr}/share; Prometheus metrics are at http://{addr}/metrics"
                 );
+                if realtime.is_some() {
+                    info!(
+                        "live queries: SELECT pgr.subscribe('<id>', 'SELECT ...') in any database, then ws://{addr}/ws/[<database>/]<id> or the page http://{addr}/live/[<database>/]<id>"
+                    );
+                }
             }
             accept_tasks.push(tokio::spawn(crate::http::serve(
                 listener,
                 gateway.clone(),
+                realtime,
                 postgres_addr,
             )));
         }

@@ -10,4 +10,4 @@ pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 
-pub use session::{EngineSession, error_message};
+pub use session::{EngineSession, error_message, text_columns};

@@ -56,7 +56,7 @@ impl Reply {
 }
 
 /// The columns of a `DataRow` in text format.
-fn text_columns(row: &[u8]) -> Vec<Option<String>> {
+pub fn text_columns(row: &[u8]) -> Vec<Option<String>> {
     let mut reader = Reader::new(frame::body(row));
     let Ok(count) = reader.take(2).map(|c| i16::from_be_bytes([c[0], c[1]])) else {
         return Vec::new();

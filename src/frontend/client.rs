@@ -13,6 +13,7 @@ mod commands;
 mod idle;
 mod in_unit;
 mod leaving;
+mod live_queries;
 mod pipelined;
 
 use std::collections::VecDeque;

@@ -50,6 +50,14 @@ impl Notifier {
         received
     }
 
+    /// Makes `client` listen on `channel` too; the caller then reconciles
+    /// the engine session.
+    pub fn add_channel(&self, client: i32, channel: &str) {
+        if let Some(listener) = self.lock().get_mut(&client) {
+            listener.channels.insert(channel.to_string());
+        }
+    }
+
     /// Forgets a client; returns whether it listened to anything.
     pub fn unregister(&self, client: i32) -> bool {
         self.lock()

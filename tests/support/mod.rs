@@ -42,6 +42,7 @@ pub fn test_config() -> Config {
         tunnel_databases: Vec::new(),
         http: None,
         tunnel: pgshare::config::TunnelSettings::default(),
+        realtime: pgshare::config::RealtimeSettings::default(),
         pool_size: 1,
         server_lifetime: None,
         max_prepared_statements: 200,

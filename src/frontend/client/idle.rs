@@ -89,12 +89,16 @@ impl Client {
             return Ok(Step::Continue);
         }
         let database = self.ctx.database.clone();
-        if !database.scheduler.pipelines() && only_named_parses(&self.pending) {
+        if !database.scheduler.pipelines()
+            && only_named_parses(&self.pending)
+            && !self.needs_live_queries_schema()
+        {
             self.answer_parses(stream).await?;
             return Ok(Step::Continue);
         }
         if self.ctx.settings_checked
             && database.scheduler.pipelines()
+            && !self.needs_live_queries_schema()
             && let Some(kind) = single_pipelinable_unit(&self.pending, &self.names)
             && self.ctx.activity.admit_now()
         {

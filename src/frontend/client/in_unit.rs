@@ -45,6 +45,7 @@ impl Client {
         if self.carry_out_front_command(stream).await? {
             return Ok(Step::Continue);
         }
+        self.install_live_queries_schema().await?;
         // The lease leaves `self` while messages are forwarded with it.
         let Some(mut lease) = self.lease.take() else {
             return Ok(Step::Continue);
