@@ -416,7 +416,8 @@ struct ServeArgs {
         env = "PGSHARE_REALTIME",
         value_name = "on|off",
         default_value = "on",
-        value_parser = on_off
+        value_parser = on_off,
+        action = clap::ArgAction::Set
     )]
     realtime: bool,
 

@@ -42,37 +42,24 @@ END
 $$;
 
 -- Checks that `query` is one plain SELECT and returns the tables it reads.
+-- (No EXCEPTION blocks here or anywhere in this file: the embedded engine
+-- cannot recover from an error caught in one.)
 CREATE OR REPLACE FUNCTION pgr._relations(query text) RETURNS oid[]
 LANGUAGE plpgsql AS $$
 DECLARE
-    cur refcursor;
     plan jsonb;
     node text;
     tables oid[];
 BEGIN
-    IF query IS NULL OR btrim(query) = '' THEN
-        RAISE EXCEPTION 'pgr.subscribe: the query is empty'
-            USING ERRCODE = 'invalid_parameter_value';
+    IF query IS NULL OR query !~* '^(\s|--[^\n]*(\n|$)|/\*.*?\*/)*\(*\s*(SELECT|WITH|VALUES|TABLE)\M' THEN
+        RAISE EXCEPTION 'pgr.subscribe: a live query must be one SELECT'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Give a SELECT (joins, aggregates and WITH of SELECTs are fine).';
     END IF;
-    -- A cursor opens for exactly one statement that returns rows, and runs
-    -- nothing of it until fetched.
-    BEGIN
-        OPEN cur FOR EXECUTE query;
-        CLOSE cur;
-    EXCEPTION WHEN invalid_cursor_definition THEN
-        RAISE EXCEPTION 'pgr.subscribe: a live query must be one SELECT'
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = SQLERRM;
-    END;
-    -- The gateway runs it as a subquery.
+    -- The gateway runs it as a subquery, which also makes sure it is one
+    -- statement, and one that returns rows: this fails for anything else.
     EXECUTE format(E'SELECT 1 FROM (\n%s\n) AS pgr_live_row LIMIT 0', query);
-    BEGIN
-        EXECUTE 'EXPLAIN (VERBOSE, FORMAT JSON) ' || query INTO plan;
-    EXCEPTION WHEN syntax_error THEN
-        RAISE EXCEPTION 'pgr.subscribe: a live query must be one SELECT'
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'It is a utility statement.';
-    END;
+    EXECUTE 'EXPLAIN (VERBOSE, FORMAT JSON) ' || query INTO plan;
     FOR node IN SELECT jsonb_path_query(plan, 'strict $.**."Node Type"') #>> '{}' LOOP
         IF node = 'ModifyTable' THEN
             RAISE EXCEPTION 'pgr.subscribe: a live query must not change data'
@@ -282,15 +269,18 @@ BEGIN
 END
 $$;
 
+-- Event triggers need a superuser; without one, a query broken by DDL is
+-- noticed at its next change.
 DO $$
 BEGIN
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RETURN;
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgr_ddl') THEN
         CREATE EVENT TRIGGER pgr_ddl ON ddl_command_end EXECUTE FUNCTION pgr._ddl();
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgr_drop') THEN
         CREATE EVENT TRIGGER pgr_drop ON sql_drop EXECUTE FUNCTION pgr._ddl();
     END IF;
-EXCEPTION WHEN insufficient_privilege THEN
-    RAISE NOTICE 'pgr: without superuser rights, DDL that breaks a live query is noticed only at its next change';
 END
 $$;

@@ -43,6 +43,10 @@ pub async fn serve(
     upgrade
         .max_frame_size(MAX_CLIENT_FRAME)
         .max_message_size(MAX_CLIENT_FRAME)
+        // Subscribers only read: small buffers keep ten thousand of them
+        // cheap.
+        .read_buffer_size(MAX_CLIENT_FRAME)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| run(socket, admitted, shutdown))
 }
 

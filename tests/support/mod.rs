@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod hosts;
+pub mod live;
 pub mod postgres;
 pub mod process;
 pub mod programs;
