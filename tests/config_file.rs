@@ -38,6 +38,9 @@ fn the_example_file_loads_with_every_key() {
     assert_eq!(config.http, Some("127.0.0.1:8080".parse().unwrap()));
     assert_eq!(config.tunnel.heartbeat, Duration::from_secs(10));
     assert_eq!(config.tunnel.max_copy, 256 << 20);
+    assert!(config.realtime.enabled);
+    assert_eq!(config.realtime.max_per_ip, 10);
+    assert_eq!(config.realtime.max_message, 1 << 20);
     let (name, reports) = &config.upstream_databases[0];
     assert_eq!(name, "reports");
     assert_eq!(reports.pool.size, 10);

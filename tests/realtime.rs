@@ -954,3 +954,121 @@ async fn realtime_off_installs_and_serves_nothing() {
     assert_eq!(status, 404);
     assert!(body["error"].as_str().unwrap().contains("off"), "{body}");
 }
+
+/// The page at /live/... in Chromium shows the rows, and a row committed
+/// while it is open appears in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_page_shows_a_row_appear() {
+    use std::io::{BufRead, BufReader};
+    let (gateway, http) = gateway_with(&[]).await;
+    sql(
+        &gateway,
+        "app",
+        "CREATE TABLE notes (id int, body text);
+         INSERT INTO notes VALUES (1, 'first note');
+         SELECT pgr.subscribe('notes', 'SELECT id, body FROM notes ORDER BY id');",
+    )
+    .await;
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/live_page.mjs");
+    let mut page = std::process::Command::new("node")
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{http}/live/app/notes"))
+        .arg("a note from psql")
+        .env("PGSHARE_JS_DIR", support::hosts::js_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node must be installed (see the README)");
+    let mut lines = BufReader::new(page.stdout.take().unwrap()).lines();
+    let first = tokio::task::spawn_blocking(move || {
+        let first = lines.next().unwrap().unwrap();
+        (first, lines)
+    });
+    let (first, lines) = tokio::time::timeout(Duration::from_secs(90), first)
+        .await
+        .expect("the page went live")
+        .unwrap();
+    assert!(first.starts_with("live "), "{first}");
+    assert!(
+        first.contains("first note"),
+        "the snapshot is shown: {first}"
+    );
+    sql(
+        &gateway,
+        "app",
+        "INSERT INTO notes VALUES (2, 'a note from psql')",
+    )
+    .await;
+    let rows = tokio::task::spawn_blocking(move || {
+        let rows: Vec<String> = lines.map_while(Result::ok).collect();
+        (rows, page.wait().unwrap())
+    });
+    let (rows, status) = tokio::time::timeout(Duration::from_secs(90), rows)
+        .await
+        .expect("the row appeared")
+        .unwrap();
+    assert!(status.success(), "the page script failed: {rows:?}");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows[0].contains("first note") && rows[1].contains("a note from psql"),
+        "{rows:?}"
+    );
+}
+
+/// `[realtime]` in the configuration file, reloaded on SIGHUP: a new secret
+/// takes effect for new subscribers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_realtime_secret_is_read_from_the_file_and_reloaded_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgshare.toml");
+    let http = free_port();
+    let write = |secret: &str| {
+        std::fs::write(
+            &path,
+            format!("memory = true\n[realtime]\nsecret = \"{secret}\"\nmax_per_ip = 0\n"),
+        )
+        .unwrap();
+    };
+    write(SECRET);
+    let http_addr = format!("127.0.0.1:{http}");
+    let gateway = Pgshare::start(
+        &["--config", path.to_str().unwrap(), "--http", &http_addr],
+        Stdio::inherit(),
+    )
+    .await;
+    sql(
+        &gateway,
+        "postgres",
+        "CREATE TABLE t (id int); SELECT pgr.subscribe('q', 'SELECT id FROM t');",
+    )
+    .await;
+    let old_token = token(json!({"sub": "1"}));
+    let (status, _) = refusal(http, &format!("/ws/q?token={old_token}"), "");
+    assert_eq!(status, 101);
+    let (status, _) = refusal(http, "/ws/q", "");
+    assert_eq!(status, 401);
+    let new_secret = "another realtime secret, also 32 characters or more";
+    write(new_secret);
+    gateway.signal("HUP");
+    let new_token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "1"}),
+        &jsonwebtoken::EncodingKey::from_secret(new_secret.as_bytes()),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = refusal(http, &format!("/ws/q?token={new_token}"), "");
+        if status == 101 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = refusal(http, &format!("/ws/q?token={old_token}"), "");
+    assert_eq!(status, 401, "the old secret no longer signs");
+}

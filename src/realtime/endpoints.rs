@@ -177,7 +177,7 @@ pub async fn admit(
             "live queries are off (pgshare serve --realtime off)",
         ));
     };
-    if settings.secret.is_none() && !config.http.is_some_and(|addr| addr.ip().is_loopback()) {
+    if !served(settings.secret.is_some(), config.http) {
         return Err(Refusal::new(
             StatusCode::NOT_FOUND,
             "live queries are served on this address only with --realtime-secret",
@@ -247,6 +247,13 @@ pub async fn admit(
     })
 }
 
+/// Whether live queries are served on the HTTP port at `http`: with a
+/// secret anywhere, without one on loopback only (as a development
+/// server).
+fn served(secret: bool, http: Option<SocketAddr>) -> bool {
+    secret || http.is_some_and(|addr| addr.ip().is_loopback())
+}
+
 /// 1 to 63 characters of `[A-Za-z0-9_-]`, as `pgr.subscribe` accepts.
 fn valid_query_id(query_id: &str) -> bool {
     (1..=63).contains(&query_id.len())
@@ -274,6 +281,16 @@ mod tests {
         assert!(!valid_query_id(&"a".repeat(64)));
         assert!(!valid_query_id("a b"));
         assert!(!valid_query_id("a.js"));
+    }
+
+    #[test]
+    fn without_a_secret_only_a_loopback_port_serves() {
+        let at = |addr: &str| Some(addr.parse::<SocketAddr>().unwrap());
+        assert!(served(false, at("127.0.0.1:8080")));
+        assert!(served(false, at("[::1]:8080")));
+        assert!(!served(false, at("0.0.0.0:8080")));
+        assert!(!served(false, at("192.168.1.5:8080")));
+        assert!(served(true, at("0.0.0.0:8080")));
     }
 
     #[test]
