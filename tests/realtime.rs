@@ -1072,3 +1072,47 @@ async fn the_realtime_secret_is_read_from_the_file_and_reloaded_on_sighup() {
     let (status, _) = refusal(http, &format!("/ws/q?token={old_token}"), "");
     assert_eq!(status, 401, "the old secret no longer signs");
 }
+
+/// After the upstream server restarts, the hub listens for changes again
+/// on the new listener session and deltas carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deltas_carry_on_after_the_upstream_server_restarts() {
+    let postgres = support::postgres::Postgres::start();
+    let upstream = postgres.url();
+    let (gateway, http) = gateway_with(&["--upstream", &upstream, "--pool-size", "2"]).await;
+    sql(
+        &gateway,
+        "postgres",
+        "CREATE TABLE t (id int, v int);
+         SELECT pgr.subscribe('q', 'SELECT id, v FROM t');",
+    )
+    .await;
+    let mut subscriber = Subscriber::connect(http, "/ws/q", &[]).await;
+    subscriber.next().await;
+    subscriber.next().await;
+    postgres.stop();
+    postgres.start_again();
+    // The first statement may meet a server session that died.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (client, _connection) = gateway.connect().await;
+        if client
+            .batch_execute("INSERT INTO t VALUES (1, 1)")
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let delta = match subscriber.next_within(Duration::from_secs(60)).await {
+        Ok(Some(delta)) => delta,
+        other => panic!("no delta after the restart: {other:?}"),
+    };
+    assert_eq!(pairs(&delta["inserted"]), [(1, 1)]);
+    assert_eq!(delta["seq"], 1);
+}

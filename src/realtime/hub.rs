@@ -48,6 +48,8 @@ const BATCH: usize = 32;
 /// How long the hub waits before trying again when it could not get an
 /// engine session (a host away, a server down).
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How often the hub checks that notifications still reach it.
+const LISTEN_CHECK: Duration = Duration::from_secs(10);
 /// `pgr._publish` sends an overflow instead of a delta this long or longer.
 const NOTIFY_LIMIT: usize = 8000;
 
@@ -149,6 +151,17 @@ impl Todo {
     }
 }
 
+/// Whether the hub receives notifications.
+enum Listening {
+    Yes,
+    /// Yes now, but not until now: changes may have gone unseen.
+    Again,
+    /// No engine session now; try again later.
+    Retry,
+    /// The database is gone.
+    Gone,
+}
+
 /// How a round ended.
 enum Round {
     Done,
@@ -215,11 +228,16 @@ impl Hub {
             load: true,
             ..Todo::default()
         };
+        let mut check = tokio::time::interval(LISTEN_CHECK);
+        check.tick().await;
         loop {
             if todo.is_empty() {
-                match inbox.recv().await {
-                    Some(notification) => todo.add(&notification),
-                    None => break,
+                tokio::select! {
+                    notification = inbox.recv() => match notification {
+                        Some(notification) => todo.add(&notification),
+                        None => break,
+                    },
+                    _ = check.tick() => listening = false,
                 }
             }
             while let Ok(notification) = inbox.try_recv() {
@@ -227,9 +245,15 @@ impl Hub {
             }
             if !listening {
                 match self.listen().await {
-                    Round::Done => listening = true,
-                    Round::Gone => break,
-                    Round::Retry => {
+                    Listening::Yes => listening = true,
+                    Listening::Again => {
+                        // Changes may have gone unseen: every query again.
+                        listening = true;
+                        todo.load = true;
+                        todo.ddl = true;
+                    }
+                    Listening::Gone => break,
+                    Listening::Retry => {
                         tokio::time::sleep(RETRY_AFTER).await;
                         continue;
                     }
@@ -250,24 +274,50 @@ impl Hub {
         }
     }
 
-    /// Makes the engine listen on the changes channel.
-    async fn listen(&self) -> Round {
+    /// Makes sure the engine session that receives notifications listens
+    /// on the changes channel (it may be a new one, after an upstream
+    /// server restarted). `Again` when it did not: changes may have gone
+    /// unseen since.
+    async fn listen(&self) -> Listening {
         let Some(database) = self.database.upgrade() else {
-            return Round::Gone;
+            return Listening::Gone;
         };
         let mut lease = database.scheduler.lease_listener().await;
         let Some(engine) = lease.session.as_mut() else {
-            return Round::Retry;
+            return Listening::Retry;
         };
-        match database.notifier.reconcile(engine, None, &[]).await {
-            Ok(()) => Round::Done,
+        let listening = run_each(
+            engine,
+            &database.notifier,
+            &[Statement::new(
+                "SELECT count(*)::text FROM pg_catalog.pg_listening_channels() AS c WHERE c = $1",
+                vec![Some(CHANGES_CHANNEL.to_string())],
+            )],
+        )
+        .await;
+        let listening = match listening {
+            Ok(answers) => answers.first().and_then(first_value).as_deref() == Some("1"),
             Err(err) => {
                 warn!(
                     "database \"{}\": live queries could not listen for changes: {err}",
                     self.name
                 );
                 lease.session = None;
-                Round::Retry
+                return Listening::Retry;
+            }
+        };
+        if listening {
+            return Listening::Yes;
+        }
+        match database.notifier.reconcile(engine, None, &[]).await {
+            Ok(()) => Listening::Again,
+            Err(err) => {
+                warn!(
+                    "database \"{}\": live queries could not listen for changes: {err}",
+                    self.name
+                );
+                lease.session = None;
+                Listening::Retry
             }
         }
     }
