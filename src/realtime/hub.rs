@@ -48,6 +48,9 @@ const BATCH: usize = 32;
 /// How long the hub waits before trying again when it could not get an
 /// engine session (a host away, a server down).
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The SQLSTATEs of a database without schema pgr or parts of it:
+/// undefined schema, function, table.
+const NOT_INSTALLED: &[&str] = &["3F000", "42883", "42P01"];
 /// How often the hub checks that notifications still reach it.
 const LISTEN_CHECK: Duration = Duration::from_secs(10);
 /// `pgr._publish` sends an overflow instead of a delta this long or longer.
@@ -309,7 +312,20 @@ impl Hub {
         if listening {
             return Listening::Yes;
         }
-        match database.notifier.reconcile(engine, None, &[]).await {
+        // A new session: the clients' channels too (with the simple
+        // protocol); the hub's alone without touching anything of theirs.
+        let listened = if database.notifier.union().len() > 1 {
+            database.notifier.reconcile(engine, None, &[]).await
+        } else {
+            run_each(
+                engine,
+                &database.notifier,
+                &[Statement::new(format!("LISTEN {CHANGES_CHANNEL}"), vec![])],
+            )
+            .await
+            .map(drop)
+        };
+        match listened {
             Ok(()) => Listening::Again,
             Err(err) => {
                 warn!(
@@ -422,13 +438,37 @@ impl Hub {
             ],
         )
         .await?;
-        self.loads.fetch_add(1, Ordering::SeqCst);
         let mut answers = answers.into_iter();
-        let version = answers.next().and_then(|answer| first_value(&answer));
-        database
-            .realtime_installed
-            .store(version.as_deref() == Some(VERSION), Ordering::SeqCst);
-        let rows = answers.next().and_then(Result::ok).unwrap_or_default();
+        let (version, rows) = (answers.next(), answers.next());
+        let rows = match (version, rows) {
+            (Some(Ok(version)), Some(Ok(rows))) => {
+                let current = version
+                    .first()
+                    .and_then(|row| row.first().cloned().flatten());
+                database
+                    .realtime_installed
+                    .store(current.as_deref() == Some(VERSION), Ordering::SeqCst);
+                rows
+            }
+            // No schema pgr (or not all of it): nothing is registered.
+            (Some(Err(failure)), _) | (_, Some(Err(failure)))
+                if NOT_INSTALLED.contains(&failure.code.as_str()) =>
+            {
+                database.realtime_installed.store(false, Ordering::SeqCst);
+                Vec::new()
+            }
+            (version, rows) => {
+                let failure = [version, rows]
+                    .into_iter()
+                    .flatten()
+                    .find_map(Result::err)
+                    .map_or_else(|| "no answer".to_string(), |failure| failure.to_string());
+                return Err(io::Error::other(format!(
+                    "the subscriptions could not be read: {failure}"
+                )));
+            }
+        };
+        self.loads.fetch_add(1, Ordering::SeqCst);
         let mut fresh = Vec::new();
         let mut queries = self.lock();
         let mut registered = HashSet::new();
@@ -588,11 +628,12 @@ impl Hub {
     /// recorded at once), or a change to publish.
     fn compare(&self, live: &Arc<Live>, answer: Answer) -> Option<Change> {
         let mut meta = live.lock();
-        let rows: Result<Vec<String>, String> = answer.map(|rows| {
-            rows.into_iter()
-                .map(|row| row.into_iter().next().flatten().unwrap_or_default())
-                .collect()
-        });
+        let rows: Result<Vec<String>, String> =
+            answer.map_err(|failure| failure.message).map(|rows| {
+                rows.into_iter()
+                    .map(|row| row.into_iter().next().flatten().unwrap_or_default())
+                    .collect()
+            });
         let generation = meta.generation;
         let (next, body) = match (rows, meta.mode) {
             (Err(err), _) => {
