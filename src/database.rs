@@ -47,6 +47,9 @@ pub struct Database {
     /// Schema `pgr` of live queries is there, at the version the gateway
     /// installs (see `realtime::install`).
     pub realtime_installed: AtomicBool,
+    /// Told when a client installed schema `pgr` (perhaps in a transaction
+    /// still open): the database's hub then starts listening for changes.
+    pub realtime_wake: Arc<tokio::sync::Notify>,
     /// The embedded engine behind it, closed when the database is.
     engine: Mutex<Option<EmbeddedEngine>>,
     /// Clients connected to it now.
@@ -75,6 +78,7 @@ impl Database {
             parameters: session_parameters,
             notifier,
             realtime_installed: AtomicBool::new(false),
+            realtime_wake: Arc::default(),
             embedded: engine.is_some(),
             engine: Mutex::new(engine),
             clients: AtomicUsize::new(0),

@@ -17,6 +17,10 @@ use tokio::sync::watch;
 
 use super::frames;
 
+/// A message's text, shared by every subscriber that sends it (a WebSocket
+/// sends it without copying).
+pub type Text = axum::extract::ws::Utf8Bytes;
+
 /// Messages the log keeps at least.
 const KEEP_MESSAGES: usize = 1024;
 /// How long the log keeps messages at least.
@@ -37,7 +41,7 @@ pub enum Mode {
 pub struct Snapshot {
     pub seq: i64,
     pub rows: Vec<Arc<str>>,
-    frame: OnceLock<Arc<str>>,
+    frame: OnceLock<Text>,
 }
 
 impl Snapshot {
@@ -65,7 +69,7 @@ struct Entry {
     at: Instant,
     /// Bytes of all entries up to and including this one.
     end: u64,
-    frame: Arc<str>,
+    frame: Text,
 }
 
 struct State {
@@ -119,13 +123,13 @@ pub struct Subscriber {
 
 /// A message's text, with its seq when it has one (for an event stream's
 /// `id:`).
-pub type Frame = (Arc<str>, Option<i64>);
+pub type Frame = (Text, Option<i64>);
 
 /// What a subscriber sends next.
 pub enum Next {
     /// A message, with its seq when it has one (for an event stream's
     /// `id:`).
-    Frame(Arc<str>, Option<i64>),
+    Frame(Text, Option<i64>),
     /// The socket is to close, for this reason.
     Close(&'static str),
 }
@@ -216,7 +220,7 @@ impl Feed {
             generation,
             at: Instant::now(),
             end: state.end,
-            frame: Arc::from(frame),
+            frame: Text::from(frame),
         });
         let now = Instant::now();
         while let Some(oldest) = state.entries.front() {
@@ -244,7 +248,7 @@ impl Feed {
             let state = self.lock();
             let head = state.first + state.entries.len() as u64;
             let mut first_frames: Vec<Frame> = vec![(
-                Arc::from(frames::subscribed(&self.query_id, state.generation)),
+                Text::from(frames::subscribed(&self.query_id, state.generation)),
                 None,
             )];
             let replay = since
@@ -260,7 +264,7 @@ impl Feed {
                                 let frame = snapshot
                                     .frame
                                     .get_or_init(|| {
-                                        Arc::from(frames::snapshot(
+                                        Text::from(frames::snapshot(
                                             &self.query_id,
                                             snapshot.seq,
                                             state.generation,
@@ -342,6 +346,10 @@ impl Subscriber {
     }
 
     /// The next frame, if one is there now.
+    pub fn ready(&mut self) -> Option<Next> {
+        self.take()
+    }
+
     fn take(&mut self) -> Option<Next> {
         if self.over {
             return Some(Next::Close("re-registered"));
@@ -366,7 +374,7 @@ impl Subscriber {
                 })
                 .unwrap_or(state.seq);
             return Some(Next::Frame(
-                Arc::from(frames::overflow(&self.feed.query_id, seq, self.generation)),
+                Text::from(frames::overflow(&self.feed.query_id, seq, self.generation)),
                 Some(seq),
             ));
         }
@@ -384,7 +392,7 @@ impl Subscriber {
                 Next::Frame(entry.frame.clone(), None)
             }
             Kind::Numbered(seq) if entry.frame.len() as u64 > self.queue_bound => Next::Frame(
-                Arc::from(frames::overflow(&self.feed.query_id, seq, self.generation)),
+                Text::from(frames::overflow(&self.feed.query_id, seq, self.generation)),
                 Some(seq),
             ),
             Kind::Numbered(seq) => Next::Frame(entry.frame.clone(), Some(seq)),

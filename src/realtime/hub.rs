@@ -178,7 +178,6 @@ impl Hub {
     /// Starts the hub of `database`.
     pub fn start(database: &Arc<Database>, max_message: usize) -> Arc<Self> {
         let inbox = database.notifier.register(HUB_LISTENER);
-        database.notifier.add_channel(HUB_LISTENER, CHANGES_CHANNEL);
         let hub = Arc::new(Self {
             database: Arc::downgrade(database),
             name: database.name.clone(),
@@ -188,7 +187,7 @@ impl Hub {
             defaults: Arc::new(Settings::default()),
             max_message,
         });
-        tokio::spawn(hub.clone().run(inbox));
+        tokio::spawn(hub.clone().run(inbox, database.realtime_wake.clone()));
         hub
     }
 
@@ -221,11 +220,22 @@ impl Hub {
         Ok(self.get(query_id))
     }
 
+    /// Whether the database has schema pgr, as far as is known.
+    fn installed(&self) -> bool {
+        self.database
+            .upgrade()
+            .is_some_and(|database| database.realtime_installed.load(Ordering::SeqCst))
+    }
+
     fn get(&self, query_id: &str) -> Option<Arc<Live>> {
         self.lock().get(query_id).cloned()
     }
 
-    async fn run(self: Arc<Self>, mut inbox: mpsc::UnboundedReceiver<BytesMut>) {
+    async fn run(
+        self: Arc<Self>,
+        mut inbox: mpsc::UnboundedReceiver<BytesMut>,
+        wake: Arc<tokio::sync::Notify>,
+    ) {
         let mut listening = false;
         let mut todo = Todo {
             load: true,
@@ -234,19 +244,9 @@ impl Hub {
         let mut check = tokio::time::interval(LISTEN_CHECK);
         check.tick().await;
         loop {
-            if todo.is_empty() {
-                tokio::select! {
-                    notification = inbox.recv() => match notification {
-                        Some(notification) => todo.add(&notification),
-                        None => break,
-                    },
-                    _ = check.tick() => listening = false,
-                }
-            }
-            while let Ok(notification) = inbox.try_recv() {
-                todo.add(&notification);
-            }
-            if !listening {
+            // Only a database with schema pgr is listened to: the others'
+            // clients see nothing of live queries, not even a channel.
+            if !listening && self.installed() {
                 match self.listen().await {
                     Listening::Yes => listening = true,
                     Listening::Again => {
@@ -261,6 +261,22 @@ impl Hub {
                         continue;
                     }
                 }
+            }
+            if todo.is_empty() {
+                tokio::select! {
+                    notification = inbox.recv() => match notification {
+                        Some(notification) => todo.add(&notification),
+                        None => break,
+                    },
+                    _ = check.tick() => listening = false,
+                    _ = wake.notified() => todo.load = true,
+                }
+            }
+            while let Ok(notification) = inbox.try_recv() {
+                todo.add(&notification);
+            }
+            if todo.is_empty() {
+                continue;
             }
             let round = {
                 let _turn = self.work.lock().await;
@@ -285,6 +301,7 @@ impl Hub {
         let Some(database) = self.database.upgrade() else {
             return Listening::Gone;
         };
+        database.notifier.add_channel(HUB_LISTENER, CHANGES_CHANNEL);
         let mut lease = database.scheduler.lease_listener().await;
         let Some(engine) = lease.session.as_mut() else {
             return Listening::Retry;

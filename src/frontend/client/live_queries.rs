@@ -31,7 +31,9 @@ impl Client {
         let Some(engine) = self.lease.as_mut().and_then(|lease| lease.session.as_mut()) else {
             return Ok(());
         };
-        match install::install(engine).await.map_err(End::Engine)? {
+        let installed = install::install(engine).await.map_err(End::Engine)?;
+        database.realtime_wake.notify_one();
+        match installed {
             Ok(()) if engine.status() == b'I' => {
                 database.realtime_installed.store(true, Ordering::SeqCst);
                 info!(
