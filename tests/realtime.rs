@@ -38,6 +38,38 @@ async fn sql(gateway: &Pgshare, database: &str, statements: &str) {
     client.batch_execute(statements).await.unwrap();
 }
 
+/// A client of `database` that listens on channel pgr; the payloads arrive
+/// on the receiver, parsed.
+async fn listen_pgr(
+    gateway: &Pgshare,
+    database: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<Value>,
+) {
+    let (listener, mut connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(gateway.port)
+        .user("postgres")
+        .dbname(database)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (notes, published) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let AsyncMessage::Notification(note) = message
+                && note.channel() == "pgr"
+            {
+                let _ = notes.send(serde_json::from_str::<Value>(note.payload()).unwrap());
+            }
+        }
+    });
+    listener.batch_execute("LISTEN pgr").await.unwrap();
+    (listener, published)
+}
+
 /// The rows of a snapshot or delta list, as `(id, v)` pairs in order.
 fn pairs(rows: &Value) -> Vec<(i64, i64)> {
     rows.as_array()
@@ -69,26 +101,7 @@ async fn deltas_follow_commits(gateway: &Pgshare, http: u16, database: &str, pat
          SELECT pgr.subscribe('items', 'SELECT id, v FROM items WHERE v < 100 ORDER BY id');",
     )
     .await;
-    let (listener, mut connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(gateway.port)
-        .user("postgres")
-        .dbname(database)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let (notes, mut published) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = messages.next().await {
-            if let AsyncMessage::Notification(note) = message
-                && note.channel() == "pgr"
-            {
-                let _ = notes.send(serde_json::from_str::<Value>(note.payload()).unwrap());
-            }
-        }
-    });
-    listener.batch_execute("LISTEN pgr").await.unwrap();
+    let (_listener, mut published) = listen_pgr(gateway, database).await;
 
     let mut subscriber = Subscriber::connect(http, path, &[]).await;
     let subscribed = subscriber.next().await;
@@ -493,10 +506,16 @@ async fn a_new_registration_closes_old_sockets_and_resumes_pick_up_missed_deltas
     assert_eq!(snapshot["type"], "snapshot");
     assert_eq!(snapshot["seq"], 3);
 
+    let (_listener, mut published) = listen_pgr(&gateway, "postgres").await;
     writer
         .batch_execute("SELECT pgr.subscribe('q', 'SELECT id, v FROM t WHERE id > 1')")
         .await
         .unwrap();
+    assert_eq!(
+        published.recv().await.unwrap(),
+        json!({"type": "resubscribed", "query_id": "q", "gen": 2}),
+        "NOTIFY pgr carries it"
+    );
     let message = old.next().await;
     assert_eq!(
         message,
@@ -899,24 +918,7 @@ async fn big_deltas_reach_sockets_whole_and_listeners_as_overflow() {
          SELECT pgr.subscribe('q', 'SELECT id, v, pad FROM t');",
     )
     .await;
-    let (listener, mut connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(gateway.port)
-        .user("postgres")
-        .dbname("postgres")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let (notes, mut published) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = messages.next().await {
-            if let AsyncMessage::Notification(note) = message {
-                let _ = notes.send(serde_json::from_str::<Value>(note.payload()).unwrap());
-            }
-        }
-    });
-    listener.batch_execute("LISTEN pgr").await.unwrap();
+    let (_listener, mut published) = listen_pgr(&gateway, "postgres").await;
     let mut subscriber = Subscriber::connect(http, "/ws/q", &[]).await;
     subscriber.next().await;
     subscriber.next().await;
