@@ -147,6 +147,15 @@ impl Server {
         } = self;
         let mut accept_tasks = Vec::new();
         let realtime = Realtime::start(&gateway);
+        // The HTTP port has a thread of its own: fanning a change out to
+        // thousands of live-query sockets never holds up SQL clients, nor
+        // they the sockets.
+        let http_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("pgshare-http")
+            .enable_all()
+            .build()
+            .context("could not start the HTTP port's thread")?;
         if let Some(listener) = http {
             if let Ok(addr) = listener.local_addr() {
                 info!(
@@ -158,7 +167,7 @@ impl Server {
                     );
                 }
             }
-            accept_tasks.push(tokio::spawn(crate::http::serve(
+            accept_tasks.push(http_runtime.spawn(crate::http::serve(
                 listener,
                 gateway.clone(),
                 realtime,
@@ -215,6 +224,8 @@ impl Server {
         }
         gateway.registry.close_all().await;
         info!("all engines closed; committed data is on disk");
+        // Hosts and subscribers still connected go with it.
+        http_runtime.shutdown_background();
         Ok(())
     }
 }

@@ -176,7 +176,11 @@ enum Round {
 
 impl Hub {
     /// Starts the hub of `database`.
-    pub fn start(database: &Arc<Database>, max_message: usize) -> Arc<Self> {
+    pub fn start(
+        database: &Arc<Database>,
+        max_message: usize,
+        runtime: &tokio::runtime::Handle,
+    ) -> Arc<Self> {
         let inbox = database.notifier.register(HUB_LISTENER);
         let hub = Arc::new(Self {
             database: Arc::downgrade(database),
@@ -187,7 +191,7 @@ impl Hub {
             defaults: Arc::new(Settings::default()),
             max_message,
         });
-        tokio::spawn(hub.clone().run(inbox, database.realtime_wake.clone()));
+        runtime.spawn(hub.clone().run(inbox, database.realtime_wake.clone()));
         hub
     }
 

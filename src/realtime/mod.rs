@@ -56,8 +56,11 @@ impl Realtime {
         let hubs: Arc<Mutex<HashMap<String, Weak<Hub>>>> = Arc::default();
         let max_message = config.realtime.max_message;
         let started = hubs.clone();
+        // Hubs run beside the clients, whichever thread opens a database
+        // (the HTTP port's opens one for a subscriber).
+        let runtime = tokio::runtime::Handle::current();
         gateway.registry.on_open(move |database| {
-            let hub = Hub::start(database, max_message);
+            let hub = Hub::start(database, max_message, &runtime);
             let mut hubs = lock(&started);
             hubs.retain(|_, hub| hub.strong_count() > 0);
             hubs.insert(database.name.clone(), Arc::downgrade(&hub));
