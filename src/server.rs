@@ -150,12 +150,14 @@ impl Server {
         // The HTTP port has a thread of its own: fanning a change out to
         // thousands of live-query sockets never holds up SQL clients, nor
         // they the sockets.
-        let http_runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("pgshare-http")
-            .enable_all()
-            .build()
-            .context("could not start the HTTP port's thread")?;
+        let http_runtime = HttpThread(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("pgshare-http")
+                .enable_all()
+                .build()
+                .context("could not start the HTTP port's thread")?,
+        ));
         if let Some(listener) = http {
             if let Ok(addr) = listener.local_addr() {
                 info!(
@@ -224,9 +226,34 @@ impl Server {
         }
         gateway.registry.close_all().await;
         info!("all engines closed; committed data is on disk");
-        // Hosts and subscribers still connected go with it.
-        http_runtime.shutdown_background();
+        // Hosts and subscribers still connected go with the HTTP thread.
+        drop(http_runtime);
         Ok(())
+    }
+}
+
+/// The HTTP port's runtime, stopped without waiting when dropped (which
+/// may happen inside another runtime).
+struct HttpThread(Option<tokio::runtime::Runtime>);
+
+impl HttpThread {
+    fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0
+            .as_ref()
+            .expect("the HTTP thread runs until dropped")
+            .spawn(task)
+    }
+}
+
+impl Drop for HttpThread {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
