@@ -17,6 +17,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -49,6 +50,9 @@ const INDEX_PAGE: &str = "<!doctype html>
 <li>/live/[database/]query_id: the rows of a live query (see pgr.subscribe)</li>
 </ul>
 ";
+
+/// Bytes written to an HTTP port's socket that the kernel may hold unsent.
+const UNSENT_AT_MOST: u32 = 64 << 10;
 
 struct Http {
     gateway: Arc<Gateway>,
@@ -84,6 +88,12 @@ pub async fn serve(
         .with_state(state)
         .merge(live_queries);
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let listener = listener.tap_io(|stream| {
+        // A peer that stops reading (a live-query subscriber, a host) makes
+        // writes wait once this much is unsent, instead of the kernel
+        // buffering megabytes for it; the gateway's own bounds then apply.
+        let _ = socket2::SockRef::from(&*stream).set_tcp_notsent_lowat(UNSENT_AT_MOST);
+    });
     if let Err(err) = axum::serve(listener, service).await {
         warn!("the HTTP port stopped: {err}");
     }

@@ -730,6 +730,13 @@ async fn a_socket_that_never_reads_gets_an_overflow_and_slows_no_one() {
         let delta = reader.next().await;
         assert_eq!(delta["seq"], id, "the reading socket gets every delta");
     }
+    // What the kernel holds for it is bounded too (TCP_NOTSENT_LOWAT),
+    // not megabytes of send buffer.
+    let held = send_queue(http, stalled.local_addr().unwrap().port());
+    assert!(
+        held < 512 << 10,
+        "the kernel holds {held} bytes for the stalled socket"
+    );
     stalled
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -756,6 +763,21 @@ async fn a_socket_that_never_reads_gets_an_overflow_and_slows_no_one() {
         "it did not get all 12 MB it missed ({} bytes)",
         received.len()
     );
+}
+
+/// The bytes the kernel holds unacknowledged or unsent on the gateway's
+/// end (local port `server`) of the connection from local port `client`.
+fn send_queue(server: u16, client: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |address: &str| u16::from_str_radix(address.rsplit(':').next().unwrap(), 16);
+        if port(fields[1]) == Ok(server) && port(fields[2]) == Ok(client) {
+            let (tx, _rx) = fields[4].split_once(':').unwrap();
+            return u64::from_str_radix(tx, 16).unwrap();
+        }
+    }
+    panic!("no connection from port {client} to port {server}");
 }
 
 /// What subscribers send is limited to pongs and a close: a text frame,
