@@ -71,10 +71,10 @@ pub async fn serve(
 ) {
     let live_queries = endpoints::routes(Endpoints {
         gateway: gateway.clone(),
-        realtime,
+        realtime: realtime.clone(),
     });
     let state = Arc::new(Http {
-        metrics: Metrics::new(gateway.clone()),
+        metrics: Metrics::new(gateway.clone(), realtime),
         gateway,
         postgres_addr,
     });

@@ -2,7 +2,8 @@
 //! each scrape from the same activity record as the admin console: clients
 //! by state, and per database its queue, waits, units of work, statements,
 //! engine busy time, pool sessions, bytes and errors by SQLSTATE class;
-//! engines opened and closed and tunnel hosts attached. Counters only grow
+//! engines opened and closed and tunnel hosts attached; live queries, their
+//! subscribers and the messages published. Counters only grow
 //! (rates are the scraper's job); times are in seconds, sizes in bytes.
 
 use std::fmt;
@@ -18,6 +19,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::activity::ClientState;
 use crate::admin::overview;
 use crate::gateway::Gateway;
+use crate::realtime::Realtime;
 
 /// The `Content-Type` of what [`Metrics::encode`] makes: Prometheus' text
 /// format 0.0.4.
@@ -29,9 +31,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
+    pub fn new(gateway: Arc<Gateway>, realtime: Option<Arc<Realtime>>) -> Self {
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(GatewayCollector { gateway }));
+        registry.register_collector(Box::new(GatewayCollector { gateway, realtime }));
         Self { registry }
     }
 
@@ -45,6 +47,7 @@ impl Metrics {
 
 struct GatewayCollector {
     gateway: Arc<Gateway>,
+    realtime: Option<Arc<Realtime>>,
 }
 
 impl fmt::Debug for GatewayCollector {
@@ -291,6 +294,42 @@ impl Collector for GatewayCollector {
             "Hosts (browser tabs, Node processes) attached over the tunnel now",
             MetricType::Gauge,
             ConstGauge::new(attached as i64),
+        )?;
+
+        let live = self
+            .realtime
+            .as_ref()
+            .map(|realtime| realtime.stats())
+            .unwrap_or_default();
+        family(
+            &mut encoder,
+            "pgshare_live_queries",
+            "Live queries registered with pgr.subscribe",
+            None,
+            MetricType::Gauge,
+            live.iter()
+                .map(|(name, stats)| (database(name), ConstGauge::new(stats.queries as i64)))
+                .collect(),
+        )?;
+        family(
+            &mut encoder,
+            "pgshare_live_query_subscribers",
+            "WebSockets and event streams following a live query now",
+            None,
+            MetricType::Gauge,
+            live.iter()
+                .map(|(name, stats)| (database(name), ConstGauge::new(stats.subscribers as i64)))
+                .collect(),
+        )?;
+        family(
+            &mut encoder,
+            "pgshare_live_query_messages",
+            "Messages (deltas, invalidations, overflows) published for live queries",
+            None,
+            MetricType::Counter,
+            live.iter()
+                .map(|(name, stats)| (database(name), ConstCounter::new(stats.published)))
+                .collect(),
         )
     }
 }

@@ -1140,3 +1140,43 @@ async fn deltas_carry_on_after_the_upstream_server_restarts() {
     assert_eq!(pairs(&delta["inserted"]), [(1, 1)]);
     assert_eq!(delta["seq"], 1);
 }
+
+/// /metrics counts live queries, their subscribers and what was published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_live_queries_subscribers_and_messages() {
+    use std::io::{Read, Write};
+    let (gateway, http) = gateway_with(&[]).await;
+    sql(
+        &gateway,
+        "postgres",
+        "CREATE TABLE t (id int, v int);
+         SELECT pgr.subscribe('a', 'SELECT id, v FROM t');
+         SELECT pgr.subscribe('b', 'SELECT count(*) FROM t', 'notify');",
+    )
+    .await;
+    let mut subscriber = Subscriber::connect(http, "/ws/a", &[]).await;
+    subscriber.next().await;
+    subscriber.next().await;
+    sql(&gateway, "postgres", "INSERT INTO t VALUES (1, 1)").await;
+    subscriber.next().await;
+    let scrape = move || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    };
+    let text = tokio::task::spawn_blocking(scrape).await.unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}{{database=\"postgres\"}} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .trim()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(value("pgshare_live_queries"), 2.0);
+    assert_eq!(value("pgshare_live_query_subscribers"), 1.0);
+    // One delta for a, one invalidation for b.
+    assert_eq!(value("pgshare_live_query_messages_total"), 2.0);
+}

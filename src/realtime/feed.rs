@@ -10,6 +10,7 @@
 //! snapshot.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,8 @@ struct State {
 /// One live query's log.
 pub struct Feed {
     query_id: String,
+    /// Subscribers reading it now.
+    subscribers: AtomicUsize,
     state: Mutex<State>,
     /// The position after the newest entry.
     head: watch::Sender<u64>,
@@ -138,6 +141,7 @@ impl Feed {
     pub fn new(query_id: String, generation: i64, mode: Mode, seq: i64) -> Arc<Self> {
         Arc::new(Self {
             query_id,
+            subscribers: AtomicUsize::new(0),
             state: Mutex::new(State {
                 generation,
                 mode,
@@ -155,6 +159,11 @@ impl Feed {
 
     pub fn query_id(&self) -> &str {
         &self.query_id
+    }
+
+    /// Subscribers reading it now.
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Relaxed)
     }
 
     /// The current registration's generation and mode.
@@ -287,6 +296,7 @@ impl Feed {
             };
             (first_frames, position, read_end, state.generation)
         };
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
         Ok((
             first_frames,
             Subscriber {
@@ -397,6 +407,12 @@ impl Subscriber {
             ),
             Kind::Numbered(seq) => Next::Frame(entry.frame.clone(), Some(seq)),
         })
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.feed.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -527,6 +543,17 @@ mod tests {
         let message = frame(sub.take());
         assert_eq!(message["type"], "invalidated");
         assert_eq!(message["seq"], 2);
+    }
+
+    #[test]
+    fn subscribers_are_counted_while_they_read() {
+        let feed = Feed::new("q".into(), 1, Mode::Notify, 0);
+        let (_, first) = feed.join(None, 1 << 20).unwrap();
+        let (_, second) = feed.join(None, 1 << 20).unwrap();
+        assert_eq!(feed.subscribers(), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(feed.subscribers(), 0);
     }
 
     #[test]

@@ -114,6 +114,15 @@ pub struct Hub {
     defaults: Arc<Settings>,
     /// Deltas longer than this reach sockets as an overflow.
     max_message: usize,
+    /// Messages published so far.
+    published: AtomicU64,
+}
+
+/// What a hub has, for the metrics.
+pub struct HubStats {
+    pub queries: usize,
+    pub subscribers: usize,
+    pub published: u64,
 }
 
 /// What the hub has to do in its next round.
@@ -190,6 +199,7 @@ impl Hub {
             loads: AtomicU64::new(0),
             defaults: Arc::new(Settings::default()),
             max_message,
+            published: AtomicU64::new(0),
         });
         runtime.spawn(hub.clone().run(inbox, database.realtime_wake.clone()));
         hub
@@ -222,6 +232,16 @@ impl Hub {
             }
         }
         Ok(self.get(query_id))
+    }
+
+    /// Its live queries, their subscribers and the messages published.
+    pub fn stats(&self) -> HubStats {
+        let queries = self.lock();
+        HubStats {
+            queries: queries.len(),
+            subscribers: queries.values().map(|live| live.feed.subscribers()).sum(),
+            published: self.published.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether the database has schema pgr, as far as is known.
@@ -741,6 +761,7 @@ impl Hub {
             Known::Fingerprint(_) | Known::Unknown => (None, None),
         };
         change.live.feed.publish(seq, frame, rows, broken);
+        self.published.fetch_add(1, Ordering::Relaxed);
         meta.result = change.next;
     }
 

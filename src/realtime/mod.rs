@@ -28,7 +28,7 @@ use tracing::warn;
 use crate::gateway::Gateway;
 
 use admission::Admission;
-use hub::Hub;
+use hub::{Hub, HubStats};
 
 /// Every database's hub, and the places for subscribers.
 pub struct Realtime {
@@ -74,6 +74,17 @@ impl Realtime {
     /// The hub of open database `name`.
     pub fn hub(&self, name: &str) -> Option<Arc<Hub>> {
         lock(&self.hubs).get(name).and_then(Weak::upgrade)
+    }
+
+    /// Every open database's live queries, for the metrics.
+    pub fn stats(&self) -> Vec<(String, HubStats)> {
+        let hubs: Vec<(String, Arc<Hub>)> = lock(&self.hubs)
+            .iter()
+            .filter_map(|(name, hub)| Some((name.clone(), hub.upgrade()?)))
+            .collect();
+        hubs.into_iter()
+            .map(|(name, hub)| (name, hub.stats()))
+            .collect()
     }
 }
 
