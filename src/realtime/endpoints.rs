@@ -262,12 +262,15 @@ fn valid_query_id(query_id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// `since` and `generation` as a resume point, when both are numbers.
-pub fn resume_point(since: Option<&str>, generation: Option<&str>) -> Option<(i64, i64)> {
-    Some((
-        since?.trim().parse().ok()?,
-        generation?.trim().parse().ok()?,
-    ))
+/// Where a subscriber resumes: `?since=` (or, for an event stream,
+/// `last_event`, its `Last-Event-ID`) and `?gen=`, when both are numbers.
+pub fn resume_point(
+    params: &HashMap<String, String>,
+    last_event: Option<&str>,
+) -> Option<(i64, i64)> {
+    let since = params.get("since").map(String::as_str).or(last_event)?;
+    let generation = params.get("gen")?;
+    Some((since.trim().parse().ok()?, generation.trim().parse().ok()?))
 }
 
 #[cfg(test)]
@@ -295,8 +298,24 @@ mod tests {
 
     #[test]
     fn a_resume_point_needs_both_numbers() {
-        assert_eq!(resume_point(Some("5"), Some("2")), Some((5, 2)));
-        assert_eq!(resume_point(Some("5"), None), None);
-        assert_eq!(resume_point(Some("x"), Some("2")), None);
+        let params = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            resume_point(&params(&[("since", "5"), ("gen", "2")]), None),
+            Some((5, 2))
+        );
+        assert_eq!(
+            resume_point(&params(&[("gen", "2")]), Some("7")),
+            Some((7, 2))
+        );
+        assert_eq!(resume_point(&params(&[("since", "5")]), None), None);
+        assert_eq!(
+            resume_point(&params(&[("since", "x"), ("gen", "2")]), None),
+            None
+        );
     }
 }

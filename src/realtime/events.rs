@@ -30,10 +30,7 @@ pub async fn serve(
     let last_event = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok());
-    let since = resume_point(
-        params.get("since").map(String::as_str).or(last_event),
-        params.get("gen").map(String::as_str),
-    );
+    let since = resume_point(&params, last_event);
     let admitted = match admit(&endpoints, &at, &params, peer, &headers, since).await {
         Ok(admitted) => admitted,
         Err(refused) => return refusal(refused, &at),

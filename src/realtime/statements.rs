@@ -62,12 +62,7 @@ pub async fn run_each(
     notifier: &Notifier,
     statements: &[Statement],
 ) -> io::Result<Vec<Answer>> {
-    let mut out = Vec::new();
-    for statement in statements {
-        push_statement(&mut out, statement);
-        push_message(&mut out, b'S', &[]);
-    }
-    engine.send(&out).await?;
+    send(engine, statements, true).await?;
     let mut answers = Vec::with_capacity(statements.len());
     for _ in statements {
         answers.push(read_group(engine, notifier, 1).await?.remove(0));
@@ -82,13 +77,24 @@ pub async fn run_together(
     notifier: &Notifier,
     statements: &[Statement],
 ) -> io::Result<Vec<Answer>> {
+    send(engine, statements, false).await?;
+    read_group(engine, notifier, statements.len()).await
+}
+
+/// Writes the statements at once, each followed by a `Sync` (`each`), or
+/// with one `Sync` after them all.
+async fn send(engine: &mut EngineSession, statements: &[Statement], each: bool) -> io::Result<()> {
     let mut out = Vec::new();
     for statement in statements {
         push_statement(&mut out, statement);
+        if each {
+            push_message(&mut out, b'S', &[]);
+        }
     }
-    push_message(&mut out, b'S', &[]);
-    engine.send(&out).await?;
-    read_group(engine, notifier, statements.len()).await
+    if !each {
+        push_message(&mut out, b'S', &[]);
+    }
+    engine.send(&out).await
 }
 
 /// The name of the hub's statement while it runs.

@@ -36,10 +36,7 @@ pub async fn serve(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let since = resume_point(
-        params.get("since").map(String::as_str),
-        params.get("gen").map(String::as_str),
-    );
+    let since = resume_point(&params, None);
     let admitted = match admit(&endpoints, &at, &params, peer, &headers, since).await {
         Ok(admitted) => admitted,
         Err(refused) => return refusal(refused, &at),
