@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::postgres::Postgres;
-use support::process::Pgshare;
+use support::process::{Pgshare, free_port};
 use support::programs::psql;
 
 /// How long a driver's program may run before it is killed and fails.
@@ -104,6 +104,8 @@ fn command_for(driver: &Driver) -> Command {
 /// A gateway serving `database` on `engine`, with its log in a file.
 struct Served {
     gateway: Pgshare,
+    /// The HTTP port, for the programs' live queries.
+    http: u16,
     log: PathBuf,
     _upstream: Option<Postgres>,
     _dir: tempfile::TempDir,
@@ -113,10 +115,15 @@ async fn serve(engine: Engine, database: &str) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("pgshare.log");
     let stderr = Stdio::from(File::create(&log).unwrap());
+    let http = free_port();
+    let http_address = format!("127.0.0.1:{http}");
     let (gateway, upstream) = match engine {
         // A database that does not exist yet is created when the program
         // first connects to it.
-        Engine::Embedded => (Pgshare::start(&["--memory"], stderr).await, None),
+        Engine::Embedded => (
+            Pgshare::start(&["--memory", "--http", &http_address], stderr).await,
+            None,
+        ),
         Engine::Upstream => {
             let server = Postgres::start();
             psql(&server.url(), &format!("CREATE DATABASE {database}"));
@@ -129,12 +136,15 @@ async fn serve(engine: Engine, database: &str) -> Served {
                 "10",
                 "--data",
                 data.to_str().unwrap(),
+                "--http",
+                &http_address,
             ];
             (Pgshare::start(&args, stderr).await, Some(server))
         }
     };
     Served {
         gateway,
+        http,
         log,
         _upstream: upstream,
         _dir: dir,
@@ -179,6 +189,7 @@ async fn check(engine: Engine, driver: Driver) {
         .env("PGPORT", &port)
         .env("PGUSER", "postgres")
         .env("PGDATABASE", driver.database)
+        .env("PGSHARE_HTTP", format!("http://127.0.0.1:{}", served.http))
         .env("CLIENT_MATRIX_ENGINE", engine.name())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())

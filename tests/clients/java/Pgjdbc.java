@@ -1,11 +1,16 @@
 // pgjdbc (Debian's libpostgresql-jdbc-java) at PGHOST:PGPORT/PGDATABASE:
 // prepareThreshold at its default (5: server-prepared from the fifth run),
 // 1 (server-prepared from the first) and 0 (never), a batch with
-// reWriteBatchedInserts, DatabaseMetaData, and CopyManager both ways.
+// reWriteBatchedInserts, DatabaseMetaData, CopyManager both ways, and a
+// live query registered with pgr.subscribe read over a WebSocket
+// (java.net.http's).
 // Run as `java -cp /usr/share/java/postgresql.jar Pgjdbc.java`.
 
 import java.io.StringReader;
 import java.io.StringWriter;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.WebSocket;
 import java.sql.Connection;
 import java.sql.DatabaseMetaData;
 import java.sql.DriverManager;
@@ -17,6 +22,10 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
 import java.util.Properties;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.CompletionStage;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
 
 import org.postgresql.PGConnection;
 import org.postgresql.PGStatement;
@@ -75,6 +84,66 @@ public class Pgjdbc {
             }
         }
         return firstServerPrepared;
+    }
+
+    /** The text frames of a live query's WebSocket, whole, in order. */
+    static BlockingQueue<String> liveFrames(String queryId) {
+        BlockingQueue<String> frames = new LinkedBlockingQueue<>();
+        String ws = System.getenv("PGSHARE_HTTP").replaceFirst("^http", "ws");
+        HttpClient.newHttpClient().newWebSocketBuilder()
+                .buildAsync(URI.create(ws + "/ws/" + System.getenv("PGDATABASE") + "/" + queryId), new WebSocket.Listener() {
+                    final StringBuilder partial = new StringBuilder();
+
+                    @Override
+                    public CompletionStage<?> onText(WebSocket socket, CharSequence data, boolean last) {
+                        partial.append(data);
+                        if (last) {
+                            frames.add(partial.toString());
+                            partial.setLength(0);
+                        }
+                        socket.request(1);
+                        return null;
+                    }
+                })
+                .join();
+        return frames;
+    }
+
+    static String nextFrame(BlockingQueue<String> frames, String what) throws InterruptedException {
+        String frame = frames.poll(10, TimeUnit.SECONDS);
+        if (frame == null) fail("no frame within 10 s: " + what);
+        return frame;
+    }
+
+    static void liveQuery() throws Exception {
+        step("live query: pgr.subscribe server-prepared, then deltas over a WebSocket");
+        try (Connection conn = connect("prepareThreshold", "1")) {
+            try (Statement st = conn.createStatement()) {
+                st.execute("CREATE TABLE jdbc_live (id int PRIMARY KEY, label text)");
+            }
+            try (PreparedStatement ps = conn.prepareStatement("SELECT pgr.subscribe(?, ?)::text")) {
+                ps.setString(1, "jdbc_live");
+                ps.setString(2, "SELECT id, label FROM jdbc_live");
+                try (ResultSet rs = ps.executeQuery()) {
+                    rs.next();
+                    if (!rs.getString(1).contains("\"query_id\": \"jdbc_live\"")) fail("pgr.subscribe returned " + rs.getString(1));
+                }
+            }
+            BlockingQueue<String> frames = liveFrames("jdbc_live");
+            String first = nextFrame(frames, "subscribed");
+            if (!first.startsWith("{\"type\":\"subscribed\"")) fail("first frame: " + first);
+            String snapshot = nextFrame(frames, "snapshot");
+            if (!snapshot.contains("\"type\":\"snapshot\"") || !snapshot.contains("\"inserted\":[]")) fail("snapshot: " + snapshot);
+            try (PreparedStatement ps = conn.prepareStatement("INSERT INTO jdbc_live VALUES (?, ?)")) {
+                ps.setInt(1, 7);
+                ps.setString(2, "seven");
+                ps.executeUpdate();
+            }
+            String delta = nextFrame(frames, "the delta of an INSERT");
+            if (!delta.contains("\"inserted\":[{\"id\":7,\"label\":\"seven\"}]") || !delta.contains("\"deleted\":[]")) {
+                fail("delta: " + delta);
+            }
+        }
     }
 
     public static void main(String[] args) throws Exception {
@@ -173,6 +242,7 @@ public class Pgjdbc {
             expect(out.toString(), "0,\"note 0, quoted\"\n1,\"note 1, quoted\"\n", "text of copyOut");
             expect(runTenTimes(conn, "jdbc_items"), 5, "server-prepared run after COPY");
         }
+        liveQuery();
         System.out.println("pgjdbc: all checks passed");
     }
 }

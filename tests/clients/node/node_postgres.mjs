@@ -3,6 +3,7 @@
 // back, LISTEN/NOTIFY on a dedicated client.
 import pg from 'pg';
 import { expect, fail, step } from './check.mjs';
+import { Events } from './live.mjs';
 
 const connectionString = process.env.DATABASE_URL;
 const pool = new pg.Pool({ connectionString, max: 10 });
@@ -79,6 +80,26 @@ await pool.query("NOTIFY np_events, 'nobody listens'");
 await new Promise((resolve) => setTimeout(resolve, 300));
 expect(received.length, 2, 'notifications after UNLISTEN');
 await listener.end();
+
+step('live query: pgr.subscribe with a parameterized query, then deltas as events');
+await pool.query('DROP TABLE IF EXISTS np_live');
+await pool.query('CREATE TABLE np_live (id int PRIMARY KEY, label text)');
+const registered = await pool.query('SELECT pgr.subscribe($1, $2) AS r', ['np_live', 'SELECT id, label FROM np_live WHERE id < 100']);
+expect(registered.rows[0].r.query_id, 'np_live', 'what pgr.subscribe returned (jsonb, parsed)');
+const database = new URL(connectionString).pathname.slice(1);
+const events = await Events.open(database, 'np_live');
+try {
+  expect((await events.next()).type, 'subscribed', 'the first event');
+  expect((await events.next()).inserted, [], 'the snapshot of an empty table');
+  await pool.query('INSERT INTO np_live VALUES ($1, $2), ($3, $4)', [1, 'in', 500, 'outside the query']);
+  const delta = await events.next();
+  expect([delta.inserted, delta.deleted], [[{ id: 1, label: 'in' }], []], 'the delta: only the row the query reads');
+  await pool.query('DELETE FROM np_live WHERE id = 1');
+  const removed = await events.next();
+  expect([removed.inserted, removed.deleted, removed.seq > delta.seq], [[], [{ id: 1, label: 'in' }], true], 'the delta of the DELETE');
+} finally {
+  events.close();
+}
 
 await pool.end();
 console.log('node-postgres: all checks passed');

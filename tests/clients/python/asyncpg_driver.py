@@ -4,11 +4,13 @@ receiving a NOTIFY from another connection, explicit prepared statements."""
 
 import asyncio
 import io
+import json
 import os
 
 import asyncpg
 
 from check import expect, fail, step
+from live import Events
 
 URL = os.environ["DATABASE_URL"]
 
@@ -122,11 +124,42 @@ async def prepared_statements():
         await b.close()
 
 
+async def live_query():
+    """pgr.subscribe through asyncpg's prepared statements, with the result
+    decoded as jsonb; the deltas of a committed transaction arrive as events."""
+    step("live query: pgr.subscribe as a prepared statement, then deltas as events")
+    conn = await asyncpg.connect(URL)
+    try:
+        await conn.execute("DROP TABLE IF EXISTS apg_live; CREATE TABLE apg_live (id int PRIMARY KEY, n int)")
+        registered = json.loads(
+            await conn.fetchval("SELECT pgr.subscribe($1, $2, 'delta')", "apg_live", "SELECT id, n FROM apg_live")
+        )
+        expect(registered["query_id"], "apg_live", "what pgr.subscribe returned")
+        events = await asyncio.to_thread(Events, URL.rsplit("/", 1)[1], "apg_live")
+        try:
+            expect((await asyncio.to_thread(events.next))["type"], "subscribed", "the first event")
+            snapshot = await asyncio.to_thread(events.next)
+            expect(snapshot["inserted"], [], "the snapshot of an empty table")
+            async with conn.transaction():
+                await conn.executemany("INSERT INTO apg_live VALUES ($1, $2)", [(1, 10), (2, 20)])
+            delta = await asyncio.to_thread(events.next)
+            expect(
+                sorted(row["id"] for row in delta["inserted"]),
+                [1, 2],
+                "one delta with both rows of the transaction",
+            )
+        finally:
+            events.close()
+    finally:
+        await conn.close()
+
+
 async def main():
     await pool_under_many_tasks()
     await copy_both_ways()
     await listener_gets_a_notify()
     await prepared_statements()
+    await live_query()
     print("asyncpg: all checks passed")
 
 

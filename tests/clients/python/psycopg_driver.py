@@ -11,6 +11,7 @@ import psycopg
 from psycopg import errors, pq
 
 from check import expect, fail, step
+from live import Events
 
 URL = os.environ["DATABASE_URL"]
 
@@ -223,6 +224,42 @@ def cancel_behind_a_running_statement():
         expect(conn.execute("SELECT count(*) FROM psy_cancelled").fetchone()[0], 0, "rows of the cancelled INSERT")
 
 
+def live_query():
+    """pgr.subscribe at psycopg's defaults (inside a transaction it opens,
+    so the registration counts once committed), then the rows that enter
+    and leave the result as events; a rolled-back INSERT sends nothing."""
+    step("live query: pgr.subscribe in a transaction, then deltas as events")
+    database = URL.rsplit("/", 1)[1]
+    with psycopg.connect(URL) as conn:
+        conn.execute("DROP TABLE IF EXISTS psy_live")
+        conn.execute("CREATE TABLE psy_live (id int PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO psy_live VALUES (1, 'one')")
+        registered = conn.execute(
+            "SELECT pgr.subscribe(%s, %s)", ("psy_live", "SELECT id, name FROM psy_live")
+        ).fetchone()[0]
+        expect((registered["query_id"], registered["mode"]), ("psy_live", "delta"), "what pgr.subscribe returned")
+        conn.commit()
+        events = Events(database, "psy_live")
+        try:
+            expect(events.next()["type"], "subscribed", "the first event")
+            snapshot = events.next()
+            expect((snapshot["type"], snapshot["inserted"]), ("snapshot", [{"id": 1, "name": "one"}]), "the snapshot")
+            conn.execute("INSERT INTO psy_live VALUES (2, 'rolled back')")
+            conn.rollback()
+            conn.execute("UPDATE psy_live SET name = 'uno' WHERE id = 1")
+            conn.commit()
+            delta = events.next()
+            expect(
+                (delta["inserted"], delta["deleted"], delta["seq"] > snapshot["seq"]),
+                ([{"id": 1, "name": "uno"}], [{"id": 1, "name": "one"}], True),
+                "the delta of the committed UPDATE (and nothing of the rollback)",
+            )
+        finally:
+            events.close()
+        expect(conn.execute("SELECT pgr.unsubscribe('psy_live')").fetchone()[0], True, "pgr.unsubscribe")
+        conn.commit()
+
+
 defaults_use_transactions()
 everything_prepared()
 pipeline_with_an_error_in_the_middle()
@@ -231,4 +268,5 @@ copy_in_and_out()
 listen_notify()
 two_connections_alternately()
 cancel_behind_a_running_statement()
+live_query()
 print("psycopg: all checks passed")
