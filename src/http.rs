@@ -93,6 +93,10 @@ pub async fn serve(
         // writes wait once this much is unsent, instead of the kernel
         // buffering megabytes for it; the gateway's own bounds then apply.
         let _ = socket2::SockRef::from(&*stream).set_tcp_notsent_lowat(UNSENT_AT_MOST);
+        // Writes are already whole batches (a subscriber's frames are fed,
+        // then flushed once): holding one back for the peer's ACK only
+        // delays it.
+        let _ = stream.set_nodelay(true);
     });
     if let Err(err) = axum::serve(listener, service).await {
         warn!("the HTTP port stopped: {err}");

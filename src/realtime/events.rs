@@ -1,7 +1,7 @@
 //! Serving one subscriber as Server-Sent Events, for clients that cannot
 //! open a WebSocket: the same messages as `data:` lines, with `id:` the
 //! message's seq, so that a browser's `EventSource` resumes by itself with
-//! `Last-Event-ID` (and `?generation=`).
+//! `Last-Event-ID` (and `?gen=`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
