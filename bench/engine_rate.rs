@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use pglite_oxide::{ExecProtocolOptions, Pglite};
+use oliphaunt_wasix::Oliphaunt;
 
 fn message(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
@@ -72,31 +72,28 @@ fn main() -> anyhow::Result<()> {
         .skip(1)
         .find_map(|arg| arg.parse().ok())
         .unwrap_or(5.0);
-    let mut db = Pglite::builder().temporary().open()?;
-    let opts = ExecProtocolOptions::no_sync;
+    let mut db = Oliphaunt::open()?;
     for sql in [
         "CREATE TABLE pgbench_accounts(aid int PRIMARY KEY, bid int, abalance int, filler char(84))",
         "INSERT INTO pgbench_accounts SELECT i, 1, 0, '' FROM generate_series(1, 100000) i",
         "VACUUM ANALYZE pgbench_accounts",
     ] {
-        let reply = db.exec_protocol_raw(&query(sql), opts())?;
+        let reply = db.exec_protocol_raw(query(sql))?;
         anyhow::ensure!(reply.first() != Some(&b'E'), "setup failed: {sql}");
     }
     let simple = run(seconds, |aid| {
         let sql = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {aid};");
-        let reply = db
-            .exec_protocol_raw(&query(&sql), opts())
-            .expect("simple query");
+        let reply = db.exec_protocol_raw(query(&sql)).expect("simple query");
         assert_eq!(reply.first(), Some(&b'T'), "select failed");
     });
     println!("engine simple tps={simple:.0}");
     let mut prepare = parse("p", "SELECT abalance FROM pgbench_accounts WHERE aid = $1;");
     prepare.extend(message(b'S', &[]));
-    let reply = db.exec_protocol_raw(&prepare, opts())?;
+    let reply = db.exec_protocol_raw(&prepare)?;
     anyhow::ensure!(reply.first() == Some(&b'1'), "prepare failed");
     let prepared = run(seconds, |aid| {
         let reply = db
-            .exec_protocol_raw(&bind_execute_sync("p", aid), opts())
+            .exec_protocol_raw(bind_execute_sync("p", aid))
             .expect("prepared query");
         assert_eq!(reply.first(), Some(&b'2'), "execute failed");
     });

@@ -1,6 +1,6 @@
 //! The registry of databases the gateway serves, by the name clients ask for.
 //!
-//! With the embedded engine, every database is a PGlite instance of its own,
+//! With the embedded engine, every database is an engine instance of its own,
 //! in its own directory under the data directory (or in memory), opened when
 //! a client first asks for it and created then when `auto_create` allows.
 //! `CREATE DATABASE` and `DROP DATABASE` act on this registry. An upstream
@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::catalog;
 use crate::engine::EngineSession;
 use crate::engine::connect::Connect;
-use crate::engine::embedded::{EmbeddedEngine, Storage};
+use crate::engine::embedded::{self, EmbeddedEngine, Storage};
 use crate::engine::tunnel::slot::{HostClaim, HostSlot};
 use crate::protocol::error::{PgError, sqlstate};
 use crate::scheduler::{Reopen, Scheduler};
@@ -250,7 +250,8 @@ impl Registry {
         if let Some(options) = &embedded {
             match &options.storage {
                 Storage::Directory(root) => {
-                    migrate_single_database_layout(root)?;
+                    // An earlier pgshare kept one engine at the top.
+                    embedded::refuse_old_layout(root)?;
                     idle_timeout = options.idle_timeout;
                 }
                 // Closing an in-memory database would lose it.
@@ -814,25 +815,6 @@ fn does_not_exist(name: &str) -> PgError {
         sqlstate::INVALID_CATALOG_NAME,
         format!("database \"{name}\" does not exist"),
     )
-}
-
-/// A data directory written before databases had directories of their own
-/// holds one engine at its top: it becomes database `postgres`.
-fn migrate_single_database_layout(root: &std::path::Path) -> anyhow::Result<()> {
-    let old = root.join("tmp");
-    let target = root.join(DATABASES_DIR).join("postgres");
-    if !old.join("pglite").is_dir() || target.join("tmp").exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(&target)?;
-    std::fs::rename(&old, target.join("tmp"))?;
-    let _ = std::fs::remove_file(root.join(".pglite-oxide.lock"));
-    info!(
-        "moved the database in {} to {} (database \"postgres\")",
-        root.display(),
-        target.display()
-    );
-    Ok(())
 }
 
 /// Closes databases idle for longer than `timeout`, until the registry is

@@ -32,7 +32,7 @@ use tracing::error;
 #[command(
     name = "pgshare",
     version,
-    about = "A Postgres gateway: many clients share embedded PGlite engines, a pooled PostgreSQL server, or a PGlite in a browser tab or Node process, each as if it had its own connection"
+    about = "A Postgres gateway: many clients share embedded PostgreSQL engines (WASIX, in-process), a pooled PostgreSQL server, or a PGlite in a browser tab or Node process, each as if it had its own connection"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,7 +41,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve embedded PGlite databases, PostgreSQL servers, and PGlite hosts
+    /// Serve embedded databases, PostgreSQL servers, and PGlite hosts
     /// that attach over WebSockets to Postgres clients: psql, pgbench,
     /// drivers, ORMs, IDEs. Every flag can also be set by its PGSHARE_*
     /// variable or in the --config file.
@@ -164,9 +164,9 @@ struct ServeArgs {
     )]
     server_idle_timeout: u64,
 
-    /// Acknowledge commits before the engine writes their log
-    /// (synchronous_commit = off): faster writes, but a killed or crashed
-    /// pgshare can lose its most recent commits.
+    /// Do not sync the embedded engine's files to disk (fsync = off): faster
+    /// commits; a killed pgshare still loses none, but a power loss or a
+    /// crash of the machine can lose the most recent ones.
     #[arg(long, env = "PGSHARE_RELAXED_DURABILITY")]
     relaxed_durability: bool,
 
@@ -586,8 +586,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,wasmer=warn,wasmer_wasix=warn,pglite_oxide=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,wasmer=warn,wasmer_wasix=warn,oliphaunt_wasix=warn".into()
+            }),
         )
         .init();
     let matches = Cli::command().get_matches();

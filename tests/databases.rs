@@ -175,30 +175,79 @@ async fn bad_database_names_are_refused_and_touch_nothing_outside_the_data_direc
     gateway.stop().await;
 }
 
+/// The files of an earlier engine (PostgreSQL 17, as pglite-oxide laid them
+/// out): a `tmp/pglite/base` with its version.
+fn earlier_engine_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let base = dir.join("tmp/pglite/base");
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::write(base.join("PG_VERSION"), "17\n").unwrap();
+    std::fs::write(dir.join(".pglite-oxide.lock"), "").unwrap();
+    files_under(dir)
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(next) = todo.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path.clone());
+            }
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn a_data_directory_of_an_earlier_engine_is_refused_and_left_alone() {
+    let data = tempfile::tempdir().unwrap();
+    let before = earlier_engine_files(data.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_pgshare"))
+        .args([
+            "serve",
+            "--http",
+            "off",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "pgshare started on it: {log}");
+    assert!(
+        log.contains("PostgreSQL 17") && log.contains("pg_dump") && log.contains("pg_restore"),
+        "the refusal says how to carry the data over: {log}"
+    );
+    assert_eq!(files_under(data.path()), before, "nothing was changed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_data_directory_holding_one_engine_becomes_database_postgres() {
+async fn a_database_of_an_earlier_engine_is_refused_and_left_alone() {
     let data = tempfile::tempdir().unwrap();
     let mut config = test_config();
     config.storage = Storage::Directory(data.path().to_path_buf());
-    let gateway = Gateway::start_with(config.clone()).await;
-    psql_ok(
-        url(&gateway, "postgres"),
-        "CREATE TABLE kept(x int); INSERT INTO kept VALUES (42)",
-    )
-    .await;
-    gateway.stop().await;
-    // The layout before databases had directories of their own: the engine's
-    // files at the top of the data directory.
-    std::fs::rename(
-        data.path().join("databases/postgres/tmp"),
-        data.path().join("tmp"),
-    )
-    .unwrap();
-    std::fs::remove_dir_all(data.path().join("databases")).unwrap();
     let gateway = Gateway::start_with(config).await;
-    let kept = psql_ok(url(&gateway, "postgres"), "SELECT x FROM kept").await;
+    let before = earlier_engine_files(&data.path().join("databases/old"));
+    let Err(err) = gateway
+        .try_connect(gateway.config_for("postgres", "old"))
+        .await
+    else {
+        panic!("the database of an earlier engine was opened");
+    };
+    assert_eq!(sqlstate(&err), "08006");
+    assert_eq!(
+        files_under(&data.path().join("databases/old")),
+        before,
+        "nothing was changed"
+    );
+    // The others are served as ever.
+    let kept = psql_ok(url(&gateway, "postgres"), "SELECT 42").await;
     assert_eq!(kept.trim(), "42");
-    assert!(data.path().join("databases/postgres/tmp").is_dir());
     gateway.stop().await;
 }
 

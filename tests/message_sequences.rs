@@ -524,3 +524,53 @@ async fn copy_data_sent_behind_its_query_is_copied_upstream() {
     copy_data_behind_its_query(&gateway).await;
     gateway.stop().await;
 }
+
+/// libpq and tokio-postgres send `Sync` right behind the `Execute` of a
+/// `COPY FROM STDIN`, before the data; PostgreSQL ignores a `Sync` during
+/// COPY, so the one after `CopyDone` is the only one answered.
+async fn copy_with_a_sync_behind_execute(gateway: &Gateway) {
+    let mut wire = Wire::connect(gateway.addr, "postgres").await;
+    let answer = wire
+        .exchange(&[query("CREATE TABLE copied_behind_sync (n int)")], 1)
+        .await;
+    assert_eq!(tags(&answer), "CZ", "{answer:?}");
+    wire.send(&[
+        parse("", "COPY copied_behind_sync FROM STDIN"),
+        bind("", "", &[]),
+        execute(""),
+        sync(),
+    ])
+    .await;
+    let mut started = String::new();
+    while !started.ends_with('G') {
+        started.push(wire.read().await.tag as char);
+    }
+    assert_eq!(started, "12G");
+    wire.send(&[copy_data("1\n2\n"), copy_done(), sync()]).await;
+    let answer = wire.until_ready(1).await;
+    assert_eq!(tags(&answer), "CZ", "{answer:?}");
+    assert_eq!(answer[0].command_tag(), "COPY 2");
+    let extra = wire.try_read(std::time::Duration::from_millis(300)).await;
+    assert!(extra.is_none(), "an answer beyond the Sync: {extra:?}");
+    let answer = wire
+        .exchange(&[query("SELECT count(*) FROM copied_behind_sync")], 1)
+        .await;
+    assert_eq!(tags(&answer), "TDCZ", "{answer:?}");
+    assert_eq!(answer[1].first_value().as_deref(), Some("2"));
+    wire.send(&[terminate()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_behind_a_copy_is_answered_once_on_the_embedded_engine() {
+    let gateway = Gateway::start().await;
+    copy_with_a_sync_behind_execute(&gateway).await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_behind_a_copy_is_answered_once_upstream() {
+    let server = Postgres::start();
+    let gateway = upstream_gateway(&server, 2).await;
+    copy_with_a_sync_behind_execute(&gateway).await;
+    gateway.stop().await;
+}

@@ -1,23 +1,22 @@
-//! The embedded engine: PGlite (PostgreSQL 17 compiled to WASIX) run in-process
-//! by `pglite-oxide` on its own thread.
+//! The embedded engine: PostgreSQL 18 compiled to WASIX, run in-process by
+//! `oliphaunt-wasix` on a thread of its own.
 //!
-//! pglite-oxide's server owns the engine thread and speaks the wire protocol on
-//! a Unix socket. The gateway opens exactly one connection to it, in a private
-//! directory, and keeps it for the engine's lifetime: that connection is the one
-//! engine session all clients share. Going through the protocol stream rather
-//! than a function call is what lets `COPY ... FROM STDIN` work: PGlite cannot
-//! resume a COPY across calls, but on a stream its backend reads the COPY data
-//! itself, as a real backend does.
+//! The gateway speaks the wire protocol to it over one end of a socket pair,
+//! as to a server; the engine thread (`backend.rs`) hands each message from
+//! the other end to the backend and writes back what it answers. That one
+//! connection is the engine session all clients share. Going through a
+//! protocol stream rather than a function call is what lets `COPY ... FROM
+//! STDIN` work: once a COPY starts, the backend reads the socket itself, as a
+//! real backend does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
-use anyhow::{Context, Result};
-use pglite_oxide::PgliteServer;
+use anyhow::{Context, Result, bail};
 use tokio::net::UnixStream;
 
-use crate::session::cleanup::query;
-
 use super::EngineSession;
+use super::backend::{self, Opening};
 
 /// Where the embedded database keeps its files.
 #[derive(Debug, Clone)]
@@ -29,8 +28,7 @@ pub enum Storage {
 }
 
 pub struct EmbeddedEngine {
-    server: Option<PgliteServer>,
-    _socket_dir: tempfile::TempDir,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl EmbeddedEngine {
@@ -42,106 +40,76 @@ impl EmbeddedEngine {
         relaxed_durability: bool,
         database: &str,
     ) -> Result<(Self, EngineSession)> {
-        let socket_dir = tempfile::Builder::new()
-            .prefix("pgshare-engine-")
-            .tempdir()
-            .context("create a private directory for the engine socket")?;
-        let socket_path = socket_dir.path().join(".s.PGSQL.5432");
-        let builder = match &storage {
-            Storage::Directory(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("create data directory {}", dir.display()))?;
-                PgliteServer::builder().path(dir.clone())
-            }
-            Storage::Memory => PgliteServer::builder().temporary(),
+        if let Storage::Directory(dir) = &storage {
+            refuse_old_layout(dir)?;
         }
-        .unix(socket_path.clone())
-        .relaxed_durability(relaxed_durability);
-        let server = tokio::task::spawn_blocking(move || builder.start())
-            .await
-            .context("engine start task")?
-            .context("start the embedded PGlite engine")?;
-        let engine = Self {
-            server: Some(server),
-            _socket_dir: socket_dir,
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().context("create the engine's socket pair")?;
+        let (opened, outcome) = tokio::sync::oneshot::channel();
+        let opening = Opening {
+            storage,
+            relaxed_durability,
+            database: database.to_string(),
+            opened,
         };
-        if database != DEFAULT_DATABASE {
-            let mut setup = connect(&socket_path, DEFAULT_DATABASE).await?;
-            let reply = setup
-                .run_collecting(&query(
-                    format!(
-                        "SELECT 1 FROM pg_catalog.pg_database WHERE datname = {}",
-                        literal(database)
-                    )
-                    .as_bytes(),
-                ))
-                .await?;
-            if reply.rows.is_empty() {
-                let reply = setup
-                    .run_collecting(&query(
-                        format!("CREATE DATABASE {}", identifier(database)).as_bytes(),
-                    ))
-                    .await?;
-                if let Some(error) = reply.error {
-                    anyhow::bail!(
-                        "the engine could not create database \"{database}\": {}",
-                        super::error_message(&error)
-                    );
-                }
-            }
-        }
-        let session = connect(&socket_path, database).await?;
+        let thread = std::thread::Builder::new()
+            .name("pgshare-engine".into())
+            .spawn(move || backend::serve(opening, theirs))
+            .context("start the engine thread")?;
+        let engine = Self {
+            thread: Some(thread),
+        };
+        outcome
+            .await
+            .context("the engine thread stopped while opening")?
+            .context("start the embedded PostgreSQL engine")?;
+        ours.set_nonblocking(true)?;
+        let stream = UnixStream::from_std(ours)?;
+        let (reader, writer) = stream.into_split();
+        let session = EngineSession::start(
+            Box::new(reader),
+            Box::new(writer),
+            "postgres",
+            database,
+            None,
+        )
+        .await
+        .context("start the embedded engine session")?;
         Ok((engine, session))
     }
 
-    /// Stops the engine thread. The session must have been dropped first so the
-    /// engine sees its connection close and flushes.
+    /// Waits for the engine thread to checkpoint and stop. The session must
+    /// have been dropped first: the engine stops when its connection closes.
     pub async fn shutdown(mut self) -> Result<()> {
-        if let Some(server) = self.server.take() {
-            tokio::task::spawn_blocking(move || server.shutdown())
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join())
                 .await
-                .context("engine shutdown task")??;
+                .context("engine shutdown task")?
+                .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
         }
         Ok(())
     }
 }
 
-/// The engine's own database, present from the start.
-const DEFAULT_DATABASE: &str = "postgres";
-
-/// A session on the engine's database `database`.
-async fn connect(socket_path: &std::path::Path, database: &str) -> Result<EngineSession> {
-    let stream = UnixStream::connect(socket_path)
-        .await
-        .context("connect to the embedded engine")?;
-    let (reader, writer) = stream.into_split();
-    EngineSession::start(
-        Box::new(reader),
-        Box::new(writer),
-        "postgres",
-        database,
-        None,
-    )
-    .await
-    .context("start the embedded engine session")
-}
-
-fn literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
-fn identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+/// A data directory written by the earlier engine (PostgreSQL 17, laid out
+/// by pglite-oxide) is refused before anything in it is touched.
+pub fn refuse_old_layout(dir: &Path) -> Result<()> {
+    if dir.join("tmp").join("pglite").exists() || dir.join(".pglite-oxide.lock").exists() {
+        bail!(
+            "{} holds a database of an earlier pgshare (PostgreSQL 17), which this one \
+             (PostgreSQL 18) cannot open; it is left as it is. To carry the data over, run the \
+             earlier pgshare on it and `pg_dump -Fc` each database, then restore the dumps with \
+             `pg_restore` into this pgshare (with a new --data directory)",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 impl Drop for EmbeddedEngine {
     /// Dropped without `shutdown` (the gateway's future was cancelled), the
-    /// session may still be open somewhere, and stopping the server waits for
-    /// it to close: wait on a thread of its own instead of blocking a runtime
-    /// worker.
+    /// engine thread stops by itself once the session closes.
     fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            std::thread::spawn(move || drop(server));
-        }
+        drop(self.thread.take());
     }
 }

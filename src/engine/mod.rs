@@ -2,9 +2,11 @@
 //! gateway an [`EngineSession`], a protocol stream on which startup is already
 //! done, so the multiplexer treats all kinds alike.
 
+mod backend;
 pub mod cancel;
 pub mod connect;
 pub mod embedded;
+mod extensions;
 mod session;
 pub mod tls;
 pub mod tunnel;

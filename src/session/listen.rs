@@ -1,7 +1,7 @@
 //! LISTEN / NOTIFY for many clients on one engine session.
 //!
 //! The engine session listens to the union of every client's channels. Each
-//! `NotificationResponse` the engine emits (PGlite emits them in the output of
+//! `NotificationResponse` the engine emits (an embedded engine emits them in the output of
 //! the unit of work that committed the `NOTIFY`, since every `NOTIFY` comes
 //! from this one session) is taken out of that output and handed to exactly
 //! the clients listening on its channel, idle ones included, with the process
