@@ -25,7 +25,10 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::embedded::Storage;
+use super::error_message;
 use super::extensions;
+use super::session::startup_packet;
+use crate::session::cleanup::query;
 
 /// What the engine thread is to open, and where it says how that went.
 pub struct Opening {
@@ -73,7 +76,7 @@ pub fn serve(opening: Opening, socket: UnixStream) {
         warn!("database \"{database}\": the embedded engine's connection failed: {err:#}");
     }
     // The engine writes no checkpoint of its own when it closes.
-    if let Err(err) = session.send_buffered(&query("CHECKPOINT")) {
+    if let Err(err) = session.send_buffered(&query(b"CHECKPOINT")) {
         warn!("database \"{database}\": the engine could not checkpoint before closing: {err:#}");
     }
     if let Err(err) = session.shutdown() {
@@ -125,20 +128,24 @@ fn create_database(
     database: &str,
 ) -> Result<()> {
     let mut setup = backend(runtime, config, extensions, DEFAULT_DATABASE)?;
-    let startup = setup.startup_with_packet(&startup_packet(DEFAULT_DATABASE))?;
+    let startup = setup.startup_with_packet(&startup_packet(USER, DEFAULT_DATABASE))?;
     if !startup.accepted {
         bail!(
             "the engine refused its own login: {}",
             error_text(&startup.output)
         );
     }
-    let found = setup.send_buffered(&query(&format!(
-        "SELECT 1 FROM pg_catalog.pg_database WHERE datname = {}",
-        literal(database)
-    )))?;
+    let found = setup.send_buffered(&query(
+        format!(
+            "SELECT 1 FROM pg_catalog.pg_database WHERE datname = {}",
+            literal(database)
+        )
+        .as_bytes(),
+    ))?;
     if !has_message(&found, b'D') {
-        let created =
-            setup.send_buffered(&query(&format!("CREATE DATABASE {}", identifier(database))))?;
+        let created = setup.send_buffered(&query(
+            format!("CREATE DATABASE {}", identifier(database)).as_bytes(),
+        ))?;
         if has_message(&created, b'E') {
             bail!(
                 "the engine could not create database \"{database}\": {}",
@@ -296,29 +303,6 @@ impl ProtocolStream for Stream {
     }
 }
 
-fn startup_packet(database: &str) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&196_608u32.to_be_bytes());
-    for (key, value) in [("user", USER), ("database", database)] {
-        body.extend_from_slice(key.as_bytes());
-        body.push(0);
-        body.extend_from_slice(value.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    packet.extend_from_slice(&body);
-    packet
-}
-
-fn query(sql: &str) -> Vec<u8> {
-    let mut message = vec![b'Q'];
-    message.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
-    message.extend_from_slice(sql.as_bytes());
-    message.push(0);
-    message
-}
-
 /// Whether `output` holds a message of type `kind`.
 fn has_message(output: &[u8], kind: u8) -> bool {
     messages(output).any(|(tag, _)| tag == kind)
@@ -326,14 +310,15 @@ fn has_message(output: &[u8], kind: u8) -> bool {
 
 /// The primary message of the first `ErrorResponse` in `output`.
 fn error_text(output: &[u8]) -> String {
-    messages(output)
-        .find(|(tag, _)| *tag == b'E')
-        .and_then(|(_, body)| {
-            body.split(|&byte| byte == 0)
-                .find(|field| field.first() == Some(&b'M'))
-                .map(|field| String::from_utf8_lossy(&field[1..]).into_owned())
-        })
-        .unwrap_or_else(|| "no error message".into())
+    let mut rest = output;
+    while let Some(len) = complete_message(rest) {
+        let (message, after) = rest.split_at(len);
+        if message[0] == b'E' {
+            return error_message(message);
+        }
+        rest = after;
+    }
+    "no error message".into()
 }
 
 /// The messages of `output`: type and body.
@@ -360,22 +345,12 @@ mod tests {
 
     #[test]
     fn messages_are_split_by_their_lengths() {
-        let mut output = query("SELECT 1");
+        let mut output = query(b"SELECT 1");
         output.extend_from_slice(b"E\0\0\0\x0fSXX\0Mboom\0\0");
         assert_eq!(complete_message(&output[..4]), None);
         let kinds: Vec<u8> = messages(&output).map(|(kind, _)| kind).collect();
         assert_eq!(kinds, vec![b'Q', b'E']);
         assert_eq!(error_text(&output), "boom");
         assert!(!has_message(&output, b'D'));
-    }
-
-    #[test]
-    fn the_startup_packet_names_user_and_database() {
-        let packet = startup_packet("app");
-        assert_eq!(
-            u32::from_be_bytes(packet[..4].try_into().unwrap()) as usize,
-            packet.len()
-        );
-        assert!(packet.ends_with(b"user\0postgres\0database\0app\0\0"));
     }
 }

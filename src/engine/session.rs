@@ -370,7 +370,7 @@ fn invalid(err: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err.to_string())
 }
 
-fn startup_packet(user: &str, database: &str) -> Vec<u8> {
+pub(super) fn startup_packet(user: &str, database: &str) -> Vec<u8> {
     let mut body = 196608i32.to_be_bytes().to_vec();
     for (name, value) in [("user", user), ("database", database)] {
         body.extend_from_slice(name.as_bytes());
